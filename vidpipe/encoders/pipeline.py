@@ -1,0 +1,353 @@
+"""The ladder stage and the publish stage, as plain functions.
+
+``transcode_to_storage`` runs the one-decode ffmpeg command into a scratch
+directory, assembles thumbnails, measures and validates the HLS output, then
+uploads it under a fresh attempt prefix ``videos/{id}/{attempt}/``. Nothing
+points at that prefix yet. ``publish`` checks every file of the attempt is in
+storage, writes ``manifest.json`` and finally ``master.m3u8``: the moment the
+master lands, the new attempt is live, whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from vidpipe import __version__
+from vidpipe.encoders import hls, thumbnails
+from vidpipe.encoders.ladder import LadderPlan
+from vidpipe.encoders.probe import VideoInfo
+from vidpipe.encoders.runner import run_ffmpeg
+from vidpipe.encoders.transcode import (
+    OutputLayout,
+    TranscodeJob,
+    build_transcode_argv,
+    prepare_dirs,
+)
+from vidpipe.infra.errors import PlaylistInvalid
+from vidpipe.infra.ffmpeg import ffmpeg_exe
+from vidpipe.infra.ingest import SourceRef
+from vidpipe.infra.settings import Settings
+from vidpipe.infra.storage import Storage
+
+
+@dataclass(frozen=True)
+class RenditionResult:
+    name: str
+    kind: str  # "video" | "audio"
+    playlist: str  # key relative to videos/{id}/
+    codecs: str
+    width: int
+    height: int
+    fps: float
+    target_kbps: int
+    average_kbps: float
+    peak_kbps: float
+    segments: int
+    duration_seconds: float
+    bytes: int
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    key: str  # relative to videos/{id}/
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class StoryboardResult:
+    vtt: str
+    sprites: tuple[str, ...]
+    tile_width: int
+    tile_height: int
+    tiles: int
+    interval_seconds: float
+
+
+@dataclass(frozen=True)
+class TranscodeResult:
+    """A reference to one uploaded, validated, not yet published attempt."""
+
+    video_id: str
+    attempt: str
+    segment_format: str
+    video: tuple[RenditionResult, ...]
+    audio: RenditionResult | None
+    poster: str | None
+    poster_is_blank: bool
+    storyboard: StoryboardResult | None
+    files: tuple[StoredFile, ...]
+    master_text: str
+    encode_wall_seconds: float
+    encode_cpu_seconds: float
+
+
+def new_attempt_id() -> str:
+    """Sortable and unique: ``20261125T110000Z-1a2b3c``."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _rendition(mp: hls.MediaPlaylist, prefix: str, target_kbps: int) -> RenditionResult:
+    return RenditionResult(
+        name=mp.name,
+        kind=mp.kind,
+        playlist=f"{prefix}/{mp.playlist}",
+        codecs=mp.codecs,
+        width=mp.width,
+        height=mp.height,
+        fps=round(mp.fps, 3),
+        target_kbps=target_kbps,
+        average_kbps=round(mp.average_bps / 1000, 1),
+        peak_kbps=round(mp.peak_bps / 1000, 1),
+        segments=len(mp.segments),
+        duration_seconds=round(mp.duration_seconds, 3),
+        bytes=mp.total_bytes,
+    )
+
+
+def encode_attempt(
+    source: Path,
+    info: VideoInfo,
+    plan: LadderPlan,
+    settings: Settings,
+    attempt_dir: Path,
+    on_progress: Callable[[float], None] | None = None,
+) -> tuple[list[hls.MediaPlaylist], hls.MediaPlaylist | None, float, float]:
+    """Run ffmpeg once into ``attempt_dir``, then measure and validate the HLS it wrote.
+
+    Returns the measured video rungs, the audio rendition, and ffmpeg's wall
+    and CPU seconds.
+    """
+    layout = OutputLayout(attempt_dir)
+    job = TranscodeJob(
+        source=source,
+        container=info.container,
+        duration_seconds=info.duration_seconds,
+        plan=plan,
+        encode=settings.encode,
+        thumbnails=settings.thumbnails,
+        layout=layout,
+    )
+    prepare_dirs(job)
+    expect = [layout.playlist(r.name) for r in plan.video]
+    if plan.audio:
+        expect.append(layout.playlist(plan.audio.name))
+    run = run_ffmpeg(
+        build_transcode_argv(ffmpeg_exe(), job),
+        timeout_seconds=settings.limits.ffmpeg_timeout_seconds,
+        on_progress=on_progress,
+        expect=expect,
+    )
+    video = [hls.measure(attempt_dir, r.name, "video") for r in plan.video]
+    audio = hls.measure(attempt_dir, plan.audio.name, "audio") if plan.audio else None
+    if info.video is not None and video:
+        expected = info.video.duration_seconds or info.duration_seconds
+        frame = 1.0 / video[0].fps if video[0].fps else 0.05
+    else:
+        expected, frame = (info.audio.duration_seconds if info.audio else 0.0), 0.05
+    hls.validate_attempt(attempt_dir, video, audio, expected or info.duration_seconds, frame)
+    return video, audio, run.wall_seconds, run.cpu_seconds
+
+
+def transcode_to_storage(
+    source: SourceRef,
+    info: VideoInfo,
+    plan: LadderPlan,
+    settings: Settings,
+    storage: Storage,
+    on_progress: Callable[[float], None] | None = None,
+) -> TranscodeResult:
+    """Encode, assemble thumbnails, validate, and upload one attempt. Safe to re-run:
+    every run writes a fresh attempt prefix and never touches a published one."""
+    attempt = new_attempt_id()
+    scratch = settings.work_dir / source.video_id / attempt
+    scratch.mkdir(parents=True, exist_ok=True)
+    try:
+        local = source.local_file(storage, scratch)
+        out = scratch / "out"
+        video, audio, wall, cpu = encode_attempt(local, info, plan, settings, out, on_progress)
+        poster, blank, storyboard = _thumbnails(out, info, settings) if video else (None, False, None)
+        master = hls.master_playlist(video, audio, attempt)
+        prefix = attempt
+        files = _upload_tree(storage, out, f"videos/{source.video_id}", prefix)
+        targets = {r.name: r.video_bitrate_kbps for r in plan.video}
+        return TranscodeResult(
+            video_id=source.video_id,
+            attempt=attempt,
+            segment_format=settings.encode.segment_format,
+            video=tuple(_rendition(v, prefix, targets[v.name]) for v in video),
+            audio=_rendition(audio, prefix, plan.audio.bitrate_kbps) if audio and plan.audio
+            else None,
+            poster=f"{prefix}/{poster}" if poster else None,
+            poster_is_blank=blank,
+            storyboard=_prefixed(storyboard, prefix) if storyboard else None,
+            files=files,
+            master_text=master,
+            encode_wall_seconds=round(wall, 3),
+            encode_cpu_seconds=round(cpu, 3),
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _thumbnails(
+    out: Path, info: VideoInfo, settings: Settings
+) -> tuple[str, bool, StoryboardResult]:
+    layout = OutputLayout(out)
+    t = settings.thumbnails
+    candidates = sorted(layout.candidates_dir.glob("*.jpg"))
+    tiles = sorted(layout.tiles_dir.glob("*.jpg"))
+    choice, good = thumbnails.pick_poster(candidates)
+    thumbnails.save_poster(choice, out / "thumbs" / "poster.jpg")
+    board = thumbnails.build_storyboard(
+        tiles, out / "thumbs",
+        columns=t.storyboard_columns, rows=t.storyboard_rows,
+        interval_seconds=t.storyboard_interval_seconds,
+        duration_seconds=info.duration_seconds,
+    )
+    shutil.rmtree(out / "work")
+    rel = StoryboardResult(
+        vtt="thumbs/storyboard.vtt",
+        sprites=tuple(f"thumbs/{p.name}" for p in board.sprites),
+        tile_width=board.tile_width,
+        tile_height=board.tile_height,
+        tiles=board.tiles,
+        interval_seconds=board.interval_seconds,
+    )
+    return "thumbs/poster.jpg", not good, rel
+
+
+def _prefixed(board: StoryboardResult, prefix: str) -> StoryboardResult:
+    return StoryboardResult(
+        vtt=f"{prefix}/{board.vtt}",
+        sprites=tuple(f"{prefix}/{s}" for s in board.sprites),
+        tile_width=board.tile_width,
+        tile_height=board.tile_height,
+        tiles=board.tiles,
+        interval_seconds=board.interval_seconds,
+    )
+
+
+def _upload_tree(storage: Storage, root: Path, base: str, prefix: str) -> tuple[StoredFile, ...]:
+    """Upload every file under ``root`` to ``{base}/{prefix}/...``; playlists last."""
+    files = sorted((p for p in root.rglob("*") if p.is_file()),
+                   key=lambda p: (p.suffix == ".m3u8", str(p)))
+    stored = []
+    for path in files:
+        rel = f"{prefix}/{path.relative_to(root).as_posix()}"
+        storage.put_file(f"{base}/{rel}", path)
+        stored.append(StoredFile(rel, path.stat().st_size, _sha256(path)))
+    return tuple(stored)
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    video_id: str
+    attempt: str
+    master_url: str
+    manifest_url: str
+    changed: bool  # False when this exact attempt was already published
+
+
+def build_manifest(
+    source: SourceRef,
+    info: VideoInfo,
+    result: TranscodeResult,
+    stages: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """The manifest: source facts, renditions, thumbnails, every file, stage timings."""
+    src = info.to_dict() | {"sha256": source.sha256, "size_bytes": source.size_bytes,
+                            "key": source.key}
+    thumbs: dict[str, Any] | None = None
+    if result.poster:
+        thumbs = {
+            "poster": result.poster,
+            "poster_is_blank": result.poster_is_blank,
+            "storyboard": asdict(result.storyboard) if result.storyboard else None,
+        }
+    body = {
+        "video_id": result.video_id,
+        "attempt": result.attempt,
+        "kind": info.kind,
+        "source": src,
+        "hls": {
+            "master": "master.m3u8",
+            "segment_format": result.segment_format,
+            "video": [asdict(r) for r in result.video],
+            "audio": asdict(result.audio) if result.audio else None,
+        },
+        "thumbnails": thumbs,
+        "files": [asdict(f) for f in result.files],
+    }
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return {
+        "schema": "vidpipe.manifest/1",
+        "vidpipe_version": __version__,
+        "content_sha256": digest,
+        **body,
+        "stages": stages,
+        "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def publish(
+    source: SourceRef,
+    info: VideoInfo,
+    result: TranscodeResult,
+    stages: dict[str, dict[str, Any]],
+    storage: Storage,
+) -> PublishResult:
+    """Verify the attempt is whole in storage, then write manifest.json and master.m3u8 last.
+
+    Publishing the attempt that is already live writes nothing.
+    """
+    base = f"videos/{result.video_id}"
+    master_key, manifest_key = f"{base}/master.m3u8", f"{base}/manifest.json"
+    manifest = build_manifest(source, info, result, stages)
+    current = storage.get_bytes(manifest_key)
+    if current is not None and storage.exists(master_key):
+        live = json.loads(current)
+        if live.get("content_sha256") == manifest["content_sha256"]:
+            return PublishResult(result.video_id, result.attempt, storage.url(master_key),
+                                 storage.url(manifest_key), changed=False)
+
+    stored = storage.sizes(f"{base}/{result.attempt}")
+    missing = [f.key for f in result.files if stored.get(f"{base}/{f.key}") != f.bytes]
+    if missing:
+        raise PlaylistInvalid(
+            f"attempt {result.attempt} is incomplete in storage ({len(missing)} files missing, "
+            f"e.g. {missing[0]}); re-run to encode a fresh attempt"
+        )
+    hls.validate_master(result.master_text, {f.key: f.bytes for f in result.files})
+    storage.put_bytes(manifest_key, json.dumps(manifest, indent=2).encode())
+    storage.put_bytes(master_key, result.master_text.encode())
+    return PublishResult(result.video_id, result.attempt, storage.url(master_key),
+                         storage.url(manifest_key), changed=True)
+
+
+def stage_timing(wall_seconds: float, cpu_seconds: float, cached: bool) -> dict[str, Any]:
+    return {"wall_seconds": round(wall_seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
+            "cached": cached}
+
+
+def timed() -> Callable[[], tuple[float, float]]:
+    """Start a wall/CPU stopwatch for this process; call the result to read it."""
+    wall0, cpu0 = time.monotonic(), time.process_time()
+    return lambda: (time.monotonic() - wall0, time.process_time() - cpu0)

@@ -1,0 +1,197 @@
+"""The ladder's ffmpeg command: one decode, a cascaded split-and-scale, every output.
+
+One ffmpeg process reads the source once and writes every video rung, the
+audio rendition, the storyboard tiles and the poster candidates. Each rung is
+scaled from the rung above it (a cascade), which costs less than scaling every
+rung from the full-size source. Builders are pure and return argv lists.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from vidpipe.encoders.ladder import LadderPlan, Rendition
+from vidpipe.infra.settings import EncodeSettings, ThumbnailSettings
+
+# NVENC has no x264 presets; map them onto its p1 (fastest) .. p7 (slowest).
+_NVENC_PRESETS = {
+    "ultrafast": "p1", "superfast": "p1", "veryfast": "p2", "faster": "p3", "fast": "p4",
+    "medium": "p5", "slow": "p6", "slower": "p7", "veryslow": "p7", "placebo": "p7",
+}
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    """Where one attempt's ffmpeg outputs go, relative to the attempt directory."""
+
+    root: Path
+
+    def rendition_dir(self, name: str) -> Path:
+        return self.root / "hls" / name
+
+    def playlist(self, name: str) -> Path:
+        return self.rendition_dir(name) / "index.m3u8"
+
+    @property
+    def tiles_dir(self) -> Path:
+        return self.root / "work" / "tiles"
+
+    @property
+    def candidates_dir(self) -> Path:
+        return self.root / "work" / "poster"
+
+
+@dataclass(frozen=True)
+class TranscodeJob:
+    source: Path
+    container: str  # demuxer the probe found; forced with -f
+    duration_seconds: float
+    plan: LadderPlan
+    encode: EncodeSettings
+    thumbnails: ThumbnailSettings
+    layout: OutputLayout
+
+
+def gop_frames(fps: str, segment_seconds: int) -> int:
+    num, den = (int(x) for x in fps.split("/"))
+    return max(1, math.ceil(num * segment_seconds / den))
+
+
+def tile_size(plan: LadderPlan, tile_width: int) -> tuple[int, int]:
+    """Storyboard tile size, pixels: ``tile_width`` wide (even), keeping the aspect."""
+    lowest = plan.video[-1]
+    width = min(tile_width, lowest.width) // 2 * 2
+    height = max(2, round(width * lowest.height / lowest.width / 2) * 2)
+    return width, height
+
+
+def _hls_muxer(job: TranscodeJob, name: str) -> list[str]:
+    out = job.layout.rendition_dir(name)
+    fmp4 = job.encode.segment_format == "fmp4"
+    seg = out / ("seg_%05d.m4s" if fmp4 else "seg_%05d.ts")
+    args = [
+        "-f", "hls",
+        "-hls_time", str(job.encode.segment_seconds),
+        "-hls_playlist_type", "vod",
+        "-hls_flags", "independent_segments",
+        "-hls_segment_type", "fmp4" if fmp4 else "mpegts",
+        "-hls_segment_filename", str(seg),
+    ]
+    if fmp4:
+        args += ["-hls_fmp4_init_filename", "init.mp4"]
+    return [*args, str(job.layout.playlist(name))]
+
+
+def _video_codec_args(job: TranscodeJob, rung: Rendition) -> list[str]:
+    enc = job.encode
+    kbps = rung.video_bitrate_kbps
+    gop = gop_frames(rung.fps, enc.segment_seconds)
+    common = [
+        "-b:v", f"{kbps}k",
+        "-maxrate", f"{round(kbps * enc.maxrate_factor)}k",
+        "-bufsize", f"{round(kbps * enc.bufsize_factor)}k",
+        "-g", str(gop),
+        "-keyint_min", str(gop),
+        "-flags", "+cgop",
+        "-force_key_frames", f"expr:gte(t,n_forced*{enc.segment_seconds})",
+        "-pix_fmt", "yuv420p",
+    ]
+    if enc.encoder == "nvenc":
+        codec = [
+            "-c:v", "h264_nvenc",
+            "-preset", _NVENC_PRESETS.get(enc.preset, enc.preset),
+            "-tune", "hq", "-rc", "vbr", "-profile:v", "high",
+            "-forced-idr", "1", "-strict_gop", "1", "-no-scenecut", "1",
+        ]
+    else:
+        codec = [
+            "-c:v", "libx264", "-preset", enc.preset, "-profile:v", "high",
+            "-sc_threshold", "0",
+        ]
+    if enc.threads:
+        codec += ["-threads", str(enc.threads)]
+    return codec + common
+
+
+def build_filtergraph(job: TranscodeJob) -> tuple[str, list[str]]:
+    """The -filter_complex graph and the labels of its outputs, in output order.
+
+    Labels: ``v0..vN`` video rungs (top first), ``tiles``, ``poster``.
+    """
+    plan = job.plan
+    rungs = plan.video
+    fps = rungs[0].fps
+    thumbs = job.thumbnails
+    chains = []
+    labels = []
+    prev = "[0:v:0]"
+    for i, rung in enumerate(rungs):
+        branches = [f"[v{i}]"]
+        if i < len(rungs) - 1:
+            branches.append(f"[next{i}]")  # the rung below is scaled from this one
+        else:
+            branches.append("[tilesrc]")  # storyboard tiles from the smallest rung
+        if i == 0:
+            branches.append("[postersrc]")  # poster candidates at full rung size
+        head = f"fps={fps}," if i == 0 else ""
+        chains.append(
+            f"{prev}{head}scale={rung.width}:{rung.height}:flags=bicubic,setsar=1,"
+            f"format=yuv420p,split={len(branches)}{''.join(branches)}"
+        )
+        labels.append(f"v{i}")
+        prev = f"[next{i}]"
+    tile_w, tile_h = tile_size(plan, thumbs.storyboard_tile_width)
+    chains.append(
+        f"[tilesrc]fps=1/{thumbs.storyboard_interval_seconds:g},"
+        f"scale={tile_w}:{tile_h}[tiles]"
+    )
+    poster_rate = thumbs.poster_candidates / max(job.duration_seconds, 1e-3)
+    chains.append(f"[postersrc]fps={poster_rate:.6f}[poster]")
+    return ";".join(chains), [*labels, "tiles", "poster"]
+
+
+def build_transcode_argv(ffmpeg: str, job: TranscodeJob) -> list[str]:
+    """The whole command: input, filter graph, one output per rung and one per by-product."""
+    argv = [
+        ffmpeg, "-hide_banner", "-nostdin", "-y", "-loglevel", "warning",
+        "-nostats", "-progress", "pipe:1",
+        "-protocol_whitelist", "file,pipe",
+        "-f", job.container, "-i", str(job.source),
+        "-map_metadata", "-1", "-map_chapters", "-1",
+    ]
+    if job.plan.video:
+        graph, labels = build_filtergraph(job)
+        argv += ["-filter_complex", graph]
+        for i, rung in enumerate(job.plan.video):
+            argv += ["-map", f"[{labels[i]}]", "-an", "-sn", "-dn"]
+            argv += _video_codec_args(job, rung)
+            argv += ["-video_track_timescale", "90000", *_hls_muxer(job, rung.name)]
+        argv += [
+            "-map", "[tiles]", "-an", "-c:v", "mjpeg", "-q:v", "5", "-fps_mode", "passthrough",
+            "-f", "image2", str(job.layout.tiles_dir / "tile_%05d.jpg"),
+            "-map", "[poster]", "-an", "-c:v", "mjpeg", "-q:v", "2", "-fps_mode", "passthrough",
+            "-f", "image2", str(job.layout.candidates_dir / "cand_%03d.jpg"),
+        ]
+    if job.plan.audio is not None:
+        a = job.plan.audio
+        argv += [
+            "-map", "0:a:0", "-vn", "-sn", "-dn",
+            "-c:a", "aac", "-b:a", f"{a.bitrate_kbps}k",
+            "-ac", str(a.channels), "-ar", str(a.sample_rate_hz),
+            *_hls_muxer(job, a.name),
+        ]
+    return argv
+
+
+def prepare_dirs(job: TranscodeJob) -> None:
+    """ffmpeg's hls and image2 muxers do not create directories."""
+    names = [r.name for r in job.plan.video]
+    if job.plan.audio:
+        names.append(job.plan.audio.name)
+    for name in names:
+        job.layout.rendition_dir(name).mkdir(parents=True, exist_ok=True)
+    if job.plan.video:
+        job.layout.tiles_dir.mkdir(parents=True, exist_ok=True)
+        job.layout.candidates_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,25 @@
+"""Prefect shell: hash the upload and keep the original (never cached: hashing is the key)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+
+from vidpipe.infra.ingest import SourceRef, ingest_file
+from vidpipe.infra.settings import Settings
+from vidpipe.infra.storage import open_storage
+from vidpipe.tasks.common import RETRY_DELAYS_SECONDS, only_transient
+
+
+@task(
+    name="ingest",
+    retries=len(RETRY_DELAYS_SECONDS),
+    retry_delay_seconds=RETRY_DELAYS_SECONDS,
+    retry_jitter_factor=0.5,
+    retry_condition_fn=only_transient,
+    cache_policy=None,
+    persist_result=False,
+)
+def ingest(path: str, settings: Settings, video_id: str | None = None) -> SourceRef:
+    return ingest_file(Path(path), open_storage(settings), video_id)

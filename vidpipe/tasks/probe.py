@@ -1,0 +1,27 @@
+"""Prefect shell: probe and validate the upload."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from vidpipe.encoders.probe import VideoInfo, probe
+from vidpipe.infra.ingest import SourceRef
+from vidpipe.infra.settings import Settings, options_hash
+from vidpipe.infra.storage import open_storage
+from vidpipe.tasks.common import RETRY_DELAYS_SECONDS, only_transient, stage_cache
+
+PROBE_VERSION = 1
+
+
+@task(
+    name="probe",
+    task_run_name="probe-{source.video_id}",
+    cache_policy=stage_cache("probe", PROBE_VERSION, lambda p: options_hash(p["settings"].limits)),
+    persist_result=True,
+    retries=len(RETRY_DELAYS_SECONDS),
+    retry_delay_seconds=RETRY_DELAYS_SECONDS,
+    retry_condition_fn=only_transient,
+)
+def probe_source(source: SourceRef, settings: Settings) -> VideoInfo:
+    scratch = settings.work_dir / source.video_id / "probe"
+    return probe(source.local_file(open_storage(settings), scratch), settings.limits)

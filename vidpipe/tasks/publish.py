@@ -1,0 +1,33 @@
+"""Prefect shell: validate and publish an attempt (master playlist last)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+
+from vidpipe.encoders.pipeline import PublishResult, TranscodeResult, publish
+from vidpipe.encoders.probe import VideoInfo
+from vidpipe.infra.ingest import SourceRef
+from vidpipe.infra.settings import Settings
+from vidpipe.infra.storage import open_storage
+from vidpipe.tasks.common import RETRY_DELAYS_SECONDS, only_transient
+
+
+@task(
+    name="publish",
+    task_run_name="publish-{source.video_id}",
+    cache_policy=None,
+    persist_result=False,
+    retries=len(RETRY_DELAYS_SECONDS),
+    retry_delay_seconds=RETRY_DELAYS_SECONDS,
+    retry_condition_fn=only_transient,
+)
+def publish_attempt(
+    source: SourceRef,
+    info: VideoInfo,
+    result: TranscodeResult,
+    stages: dict[str, dict[str, Any]],
+    settings: Settings,
+) -> PublishResult:
+    return publish(source, info, result, stages, open_storage(settings))
