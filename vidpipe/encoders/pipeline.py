@@ -35,6 +35,7 @@ from vidpipe.encoders.transcode import (
 from vidpipe.infra.errors import PlaylistInvalid
 from vidpipe.infra.ffmpeg import ffmpeg_exe
 from vidpipe.infra.ingest import SourceRef
+from vidpipe.infra.scratch import scratch_dir
 from vidpipe.infra.settings import Settings
 from vidpipe.infra.storage import Storage
 
@@ -177,9 +178,7 @@ def transcode_to_storage(
     """Encode, assemble thumbnails, validate, and upload one attempt. Safe to re-run:
     every run writes a fresh attempt prefix and never touches a published one."""
     attempt = new_attempt_id()
-    scratch = settings.work_dir / source.video_id / attempt
-    scratch.mkdir(parents=True, exist_ok=True)
-    try:
+    with scratch_dir(settings.work_dir / source.video_id, attempt) as scratch:
         local = source.local_file(storage, scratch)
         out = scratch / "out"
         video, audio, wall, cpu = encode_attempt(local, info, plan, settings, out, on_progress)
@@ -203,8 +202,6 @@ def transcode_to_storage(
             encode_wall_seconds=round(wall, 3),
             encode_cpu_seconds=round(cpu, 3),
         )
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _thumbnails(

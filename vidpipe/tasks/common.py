@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from prefect import Task
@@ -17,11 +19,11 @@ from prefect.cache_policies import CacheKeyFnPolicy, CachePolicy
 from prefect.client.schemas.objects import State, TaskRun
 from prefect.context import TaskRunContext
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
-from prefect.locking.filesystem import FileSystemLockManager
 from prefect.transactions import IsolationLevel
 
 from vidpipe.infra.errors import VidpipeError
 from vidpipe.infra.settings import Settings
+from vidpipe.tasks.locking import FlockLockManager
 
 RETRY_DELAYS_SECONDS = [2, 10, 30]
 
@@ -52,10 +54,16 @@ def bind(task: Task[Any, Any], settings: Settings) -> Task[Any, Any]:
     return task.with_options(
         cache_policy=policy.configure(
             key_storage=state / "cache",
-            lock_manager=FileSystemLockManager(lock_files_directory=state / "locks"),
+            lock_manager=_lock_manager(state / "locks"),
             isolation_level=IsolationLevel.SERIALIZABLE,
         )
     )
+
+
+@cache
+def _lock_manager(directory: Path) -> FlockLockManager:
+    # One per directory and process: locks are held by open files in this object.
+    return FlockLockManager(directory)
 
 
 def results_here(settings: Settings) -> AbstractContextManager[Any]:

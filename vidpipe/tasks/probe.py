@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+
 from prefect import task
 
 from vidpipe.encoders.probe import VideoInfo, probe
 from vidpipe.infra.ingest import SourceRef
+from vidpipe.infra.scratch import scratch_dir
 from vidpipe.infra.settings import Settings, options_hash
 from vidpipe.infra.storage import open_storage
 from vidpipe.tasks.common import RETRY_DELAYS_SECONDS, only_transient, stage_cache
@@ -23,5 +26,5 @@ PROBE_VERSION = 1
     retry_condition_fn=only_transient,
 )
 def probe_source(source: SourceRef, settings: Settings) -> VideoInfo:
-    scratch = settings.work_dir / source.video_id / "probe"
-    return probe(source.local_file(open_storage(settings), scratch), settings.limits)
+    with scratch_dir(settings.work_dir / source.video_id, f"probe-{uuid.uuid4().hex[:8]}") as tmp:
+        return probe(source.local_file(open_storage(settings), tmp), settings.limits)
