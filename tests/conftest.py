@@ -68,34 +68,53 @@ class Media:
 
     @property
     def clip_1080p(self) -> Path:
-        return self._lavfi("1080p.mp4", "testsrc2=s=1920x1080:r=30:d=3", "sine=f=440:d=3",
-                           "-pix_fmt", "yuv420p")
+        return self._lavfi(
+            "1080p.mp4", "testsrc2=s=1920x1080:r=30:d=3", "sine=f=440:d=3", "-pix_fmt", "yuv420p"
+        )
 
     @property
     def portrait(self) -> Path:
-        return self._lavfi("portrait.mp4", "testsrc2=s=720x1280:r=30:d=2", "sine=d=2",
-                           "-pix_fmt", "yuv420p")
+        return self._lavfi(
+            "portrait.mp4", "testsrc2=s=720x1280:r=30:d=2", "sine=d=2", "-pix_fmt", "yuv420p"
+        )
 
     @property
     def rotated(self) -> Path:
         """640x360 coded, with a display matrix turning it 90 degrees: shows as 360x640."""
-        plain = self._lavfi("rot-src.mp4", "testsrc2=s=640x360:r=25:d=2", "sine=d=2",
-                            "-pix_fmt", "yuv420p")
-        return self._make("rotated.mp4", "-display_rotation:v", "90", "-i", str(plain),
-                          "-c", "copy")
+        plain = self._lavfi(
+            "rot-src.mp4", "testsrc2=s=640x360:r=25:d=2", "sine=d=2", "-pix_fmt", "yuv420p"
+        )
+        return self._make(
+            "rotated.mp4", "-display_rotation:v", "90", "-i", str(plain), "-c", "copy"
+        )
 
     @property
     def odd(self) -> Path:
         """An odd-sized, non-square-pixel source (4:4:4 allows odd dimensions)."""
-        return self._lavfi("odd.mp4", "testsrc2=s=641x361:r=24:d=2", "sine=d=2",
-                           "-pix_fmt", "yuv444p", "-vf", "setsar=4/3")
+        return self._lavfi(
+            "odd.mp4",
+            "testsrc2=s=641x361:r=24:d=2",
+            "sine=d=2",
+            "-pix_fmt",
+            "yuv444p",
+            "-vf",
+            "setsar=4/3",
+        )
 
     @property
     def vfr(self) -> Path:
         return self._make(
-            "vfr.mp4", "-f", "lavfi", "-i",
+            "vfr.mp4",
+            "-f",
+            "lavfi",
+            "-i",
             "testsrc2=s=320x240:r=30:d=3,setpts='N/30/TB+if(gt(N,30),0.3*sin(N)/30/TB,0)'",
-            "-c:v", "libx264", "-preset", "ultrafast", "-fps_mode", "passthrough",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-fps_mode",
+            "passthrough",
         )
 
     @property
@@ -104,8 +123,9 @@ class Media:
 
     @property
     def video_only(self) -> Path:
-        return self._lavfi("video-only.mp4", "testsrc2=s=480x270:r=30:d=2", None,
-                           "-pix_fmt", "yuv420p")
+        return self._lavfi(
+            "video-only.mp4", "testsrc2=s=480x270:r=30:d=2", None, "-pix_fmt", "yuv420p"
+        )
 
     @property
     def black(self) -> Path:
@@ -113,14 +133,17 @@ class Media:
         return self._lavfi(
             "black-start.mp4",
             "testsrc2=s=640x360:r=25:d=4,drawbox=c=black:t=fill:enable='lt(t,2)'",
-            "sine=d=4", "-pix_fmt", "yuv420p",
+            "sine=d=4",
+            "-pix_fmt",
+            "yuv420p",
         )
 
     @property
     def hls_as_mp4(self) -> Path:
         path = self.root / "playlist.mp4"
-        path.write_text("#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\n/etc/passwd\n"
-                        "#EXT-X-ENDLIST\n")
+        path.write_text(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\n/etc/passwd\n#EXT-X-ENDLIST\n"
+        )
         return path
 
     @property
@@ -177,9 +200,21 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     }
     log = (home / "server.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-         "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.monotonic() + 120
@@ -227,8 +262,11 @@ def s3_server() -> Iterator[S3Server]:
     """moto in server mode, spoken to over HTTP through boto3."""
     from moto.server import ThreadedMotoServer
 
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         os.environ[key] = value
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
@@ -254,7 +292,10 @@ class CliRun:
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> CliRun:
     proc = subprocess.run(
         [sys.executable, "-m", "vidpipe.flows.cli", *args],
-        capture_output=True, text=True, timeout=timeout, env=os.environ | (env or {}),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ | (env or {}),
     )
     return CliRun(proc.returncode, proc.stdout, proc.stderr)
 

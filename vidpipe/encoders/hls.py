@@ -52,8 +52,11 @@ class MediaPlaylist:
     @property
     def peak_bps(self) -> int:
         return max(
-            (round(s.size_bytes * 8 / s.duration_seconds) for s in self.segments
-             if s.duration_seconds > 0),
+            (
+                round(s.size_bytes * 8 / s.duration_seconds)
+                for s in self.segments
+                if s.duration_seconds > 0
+            ),
             default=0,
         )
 
@@ -63,14 +66,31 @@ class MediaPlaylist:
         return round(sum(s.size_bytes for s in self.segments) * 8 / duration) if duration else 0
 
 
-def _first_packet_stream(data: bytes, fmt: str | None) -> tuple[av.stream.Stream, bytes, bool]:
-    """Open in-memory media; return its first stream, its codec config, first-packet keyness."""
-    with av.open(io.BytesIO(data), format=fmt) as container:
+@dataclass(frozen=True)
+class _FirstPacket:
+    config: bytes  # codec config (avcC / AudioSpecificConfig), else the packet's bytes
+    is_keyframe: bool
+    width: int
+    height: int
+    fps: float
+
+
+def _first_packet(data: bytes, fmt: str) -> _FirstPacket:
+    """Demux (no decode) the first packet of in-memory media."""
+    with av.open(io.BytesIO(data), format=fmt, mode="r") as container:
         stream = container.streams[0]
-        extradata = bytes(stream.codec_context.extradata or b"")
+        ctx = stream.codec_context
+        extradata = bytes(ctx.extradata or b"")
         for packet in container.demux(stream):
             if packet.size:
-                return stream, extradata or bytes(packet), bool(packet.is_keyframe)
+                rate = getattr(stream, "average_rate", None) or getattr(stream, "guessed_rate", 0)
+                return _FirstPacket(
+                    extradata or bytes(packet),
+                    bool(packet.is_keyframe),
+                    int(getattr(ctx, "width", 0) or 0),
+                    int(getattr(ctx, "height", 0) or 0),
+                    float(rate or 0),
+                )
     raise PlaylistInvalid("a segment holds no packets")
 
 
@@ -122,17 +142,20 @@ def measure(attempt_dir: Path, name: str, kind: str) -> MediaPlaylist:
     if playlist.segment_map:
         init_bytes = (rendition_dir / playlist.segment_map[0].uri).stat().st_size
         fmt = "mp4"
-    stream, config, _ = _first_packet_stream(
-        _read_segment(rendition_dir, playlist, segments[0].uri), fmt
-    )
-    ctx = stream.codec_context
+    first = _first_packet(_read_segment(rendition_dir, playlist, segments[0].uri), fmt)
     if kind == "video":
         return MediaPlaylist(
-            name, str(rel), kind, avc_codec_string(config), segments, init_bytes,
-            width=ctx.width, height=ctx.height,
-            fps=float(stream.average_rate or stream.guessed_rate or 0),
+            name,
+            str(rel),
+            kind,
+            avc_codec_string(first.config),
+            segments,
+            init_bytes,
+            width=first.width,
+            height=first.height,
+            fps=first.fps,
         )
-    return MediaPlaylist(name, str(rel), kind, aac_codec_string(config), segments, init_bytes)
+    return MediaPlaylist(name, str(rel), kind, aac_codec_string(first.config), segments, init_bytes)
 
 
 @dataclass
@@ -175,8 +198,8 @@ def validate_media_playlist(
             f"{rel}: {seg.uri} lasts {seg.duration:.3f} s, over TARGETDURATION {target}",
         )
         if check_keyframes and (path.parent / seg.uri).is_file():
-            _, _, key = _first_packet_stream(_read_segment(path.parent, playlist, seg.uri), fmt)
-            report.check(key, f"{rel}: {seg.uri} does not start on a keyframe")
+            first = _first_packet(_read_segment(path.parent, playlist, seg.uri), fmt)
+            report.check(first.is_keyframe, f"{rel}: {seg.uri} does not start on a keyframe")
     return float(sum(s.duration for s in playlist.segments))
 
 

@@ -10,8 +10,15 @@ from vidpipe.infra.settings import Ladder
 
 # Standard rates a measured average snaps to when it is within 0.5 %.
 _STANDARD_FPS = (
-    Fraction(24000, 1001), Fraction(24), Fraction(25), Fraction(30000, 1001), Fraction(30),
-    Fraction(48), Fraction(50), Fraction(60000, 1001), Fraction(60),
+    Fraction(24000, 1001),
+    Fraction(24),
+    Fraction(25),
+    Fraction(30000, 1001),
+    Fraction(30),
+    Fraction(48),
+    Fraction(50),
+    Fraction(60000, 1001),
+    Fraction(60),
 )
 _MIN_BITRATE_KBPS = 64
 
@@ -46,7 +53,7 @@ class LadderPlan:
 
 
 def _even(x: float) -> int:
-    return max(2, int(round(x / 2)) * 2)
+    return max(2, round(x / 2) * 2)
 
 
 def _even_down(x: float) -> int:

@@ -182,7 +182,9 @@ def transcode_to_storage(
         local = source.local_file(storage, scratch)
         out = scratch / "out"
         video, audio, wall, cpu = encode_attempt(local, info, plan, settings, out, on_progress)
-        poster, blank, storyboard = _thumbnails(out, info, settings) if video else (None, False, None)
+        poster, blank, storyboard = (
+            _thumbnails(out, info, settings) if video else (None, False, None)
+        )
         master = hls.master_playlist(video, audio, attempt)
         prefix = attempt
         files = _upload_tree(storage, out, f"videos/{source.video_id}", prefix)
@@ -192,7 +194,8 @@ def transcode_to_storage(
             attempt=attempt,
             segment_format=settings.encode.segment_format,
             video=tuple(_rendition(v, prefix, targets[v.name]) for v in video),
-            audio=_rendition(audio, prefix, plan.audio.bitrate_kbps) if audio and plan.audio
+            audio=_rendition(audio, prefix, plan.audio.bitrate_kbps)
+            if audio and plan.audio
             else None,
             poster=f"{prefix}/{poster}" if poster else None,
             poster_is_blank=blank,
@@ -214,8 +217,10 @@ def _thumbnails(
     choice, good = thumbnails.pick_poster(candidates)
     thumbnails.save_poster(choice, out / "thumbs" / "poster.jpg")
     board = thumbnails.build_storyboard(
-        tiles, out / "thumbs",
-        columns=t.storyboard_columns, rows=t.storyboard_rows,
+        tiles,
+        out / "thumbs",
+        columns=t.storyboard_columns,
+        rows=t.storyboard_rows,
         interval_seconds=t.storyboard_interval_seconds,
         duration_seconds=info.duration_seconds,
     )
@@ -244,8 +249,9 @@ def _prefixed(board: StoryboardResult, prefix: str) -> StoryboardResult:
 
 def _upload_tree(storage: Storage, root: Path, base: str, prefix: str) -> tuple[StoredFile, ...]:
     """Upload every file under ``root`` to ``{base}/{prefix}/...``; playlists last."""
-    files = sorted((p for p in root.rglob("*") if p.is_file()),
-                   key=lambda p: (p.suffix == ".m3u8", str(p)))
+    files = sorted(
+        (p for p in root.rglob("*") if p.is_file()), key=lambda p: (p.suffix == ".m3u8", str(p))
+    )
     stored = []
     for path in files:
         rel = f"{prefix}/{path.relative_to(root).as_posix()}"
@@ -270,8 +276,11 @@ def build_manifest(
     stages: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     """The manifest: source facts, renditions, thumbnails, every file, stage timings."""
-    src = info.to_dict() | {"sha256": source.sha256, "size_bytes": source.size_bytes,
-                            "key": source.key}
+    src = info.to_dict() | {
+        "sha256": source.sha256,
+        "size_bytes": source.size_bytes,
+        "key": source.key,
+    }
     thumbs: dict[str, Any] | None = None
     if result.poster:
         thumbs = {
@@ -322,8 +331,13 @@ def publish(
     if current is not None and storage.exists(master_key):
         live = json.loads(current)
         if live.get("content_sha256") == manifest["content_sha256"]:
-            return PublishResult(result.video_id, result.attempt, storage.url(master_key),
-                                 storage.url(manifest_key), changed=False)
+            return PublishResult(
+                result.video_id,
+                result.attempt,
+                storage.url(master_key),
+                storage.url(manifest_key),
+                changed=False,
+            )
 
     stored = storage.sizes(f"{base}/{result.attempt}")
     missing = [f.key for f in result.files if stored.get(f"{base}/{f.key}") != f.bytes]
@@ -335,13 +349,21 @@ def publish(
     hls.validate_master(result.master_text, {f.key: f.bytes for f in result.files})
     storage.put_bytes(manifest_key, json.dumps(manifest, indent=2).encode())
     storage.put_bytes(master_key, result.master_text.encode())
-    return PublishResult(result.video_id, result.attempt, storage.url(master_key),
-                         storage.url(manifest_key), changed=True)
+    return PublishResult(
+        result.video_id,
+        result.attempt,
+        storage.url(master_key),
+        storage.url(manifest_key),
+        changed=True,
+    )
 
 
 def stage_timing(wall_seconds: float, cpu_seconds: float, cached: bool) -> dict[str, Any]:
-    return {"wall_seconds": round(wall_seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
-            "cached": cached}
+    return {
+        "wall_seconds": round(wall_seconds, 3),
+        "cpu_seconds": round(cpu_seconds, 3),
+        "cached": cached,
+    }
 
 
 def timed() -> Callable[[], tuple[float, float]]:

@@ -7,6 +7,7 @@ decodes a few frames to prove the streams are readable.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -88,7 +89,7 @@ def _is_vfr(container: av.container.InputContainer, stream: av.VideoStream) -> b
         if len(pts) >= 240:
             break
     pts.sort()
-    deltas = [b - a for a, b in zip(pts, pts[1:], strict=False) if b > a]
+    deltas = [b - a for a, b in itertools.pairwise(pts) if b > a]
     if len(deltas) < 4:
         return False
     deltas.sort()
@@ -101,7 +102,9 @@ def _first_frame(container: av.container.InputContainer, **streams: int) -> Any:
         for frame in container.decode(**streams):
             return frame
     except av.FFmpegError as exc:
-        raise InvalidMedia(f"the upload is corrupt: decoding failed ({exc}); re-export it") from None
+        raise InvalidMedia(
+            f"the upload is corrupt: decoding failed ({exc}); re-export it"
+        ) from None
     return None
 
 
@@ -116,7 +119,10 @@ def probe(path: Path, limits: LimitSettings) -> VideoInfo:
         )
     _refuse_reference_formats(path)
 
-    options = {"protocol_whitelist": "file", "format_whitelist": ",".join(limits.allowed_containers)}
+    options = {
+        "protocol_whitelist": "file",
+        "format_whitelist": ",".join(limits.allowed_containers),
+    }
     try:
         container = av.open(str(path), options=options)
     except av.FFmpegError as exc:

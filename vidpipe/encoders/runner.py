@@ -7,6 +7,7 @@ stderr goes to a file whose tail ends up in the ``EncodeError``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -82,8 +83,11 @@ def run_ffmpeg(
 
     wall = time.monotonic() - start
     if timed_out.is_set():
-        raise EncodeTimeout(f"ffmpeg ran past its {timeout_seconds:.0f} s timeout and was killed",
-                            tail, retryable=False)
+        raise EncodeTimeout(
+            f"ffmpeg ran past its {timeout_seconds:.0f} s timeout and was killed",
+            tail,
+            retryable=False,
+        )
     if proc.returncode != 0:
         killed = proc.returncode < 0
         what = f"killed by signal {-proc.returncode}" if killed else f"exit {proc.returncode}"
@@ -95,7 +99,5 @@ def run_ffmpeg(
 
 
 def _killpg(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

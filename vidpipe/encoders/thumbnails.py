@@ -97,7 +97,7 @@ def build_storyboard(
     vtt = webvtt.WebVTT()
     count = 0
     for sheet_index in range(math.ceil(len(tiles) / per_sheet)):
-        chunk = tiles[sheet_index * per_sheet:(sheet_index + 1) * per_sheet]
+        chunk = tiles[sheet_index * per_sheet : (sheet_index + 1) * per_sheet]
         used_rows = math.ceil(len(chunk) / columns)
         sheet = Image.new("RGB", (tile_w * min(columns, len(chunk)), tile_h * used_rows))
         name = f"storyboard_{sheet_index:03d}.jpg"
@@ -112,7 +112,9 @@ def build_storyboard(
             if sheet_index * per_sheet + i == len(tiles) - 1:
                 end = duration_seconds
             vtt.captions.append(
-                webvtt.Caption(_timestamp(start), _timestamp(end), f"{name}#xywh={x},{y},{tile_w},{tile_h}")
+                webvtt.Caption(
+                    _timestamp(start), _timestamp(end), f"{name}#xywh={x},{y},{tile_w},{tile_h}"
+                )
             )
             count += 1
         path = out_dir / name

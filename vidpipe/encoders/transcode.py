@@ -17,8 +17,16 @@ from vidpipe.infra.settings import EncodeSettings, ThumbnailSettings
 
 # NVENC has no x264 presets; map them onto its p1 (fastest) .. p7 (slowest).
 _NVENC_PRESETS = {
-    "ultrafast": "p1", "superfast": "p1", "veryfast": "p2", "faster": "p3", "fast": "p4",
-    "medium": "p5", "slow": "p6", "slower": "p7", "veryslow": "p7", "placebo": "p7",
+    "ultrafast": "p1",
+    "superfast": "p1",
+    "veryfast": "p2",
+    "faster": "p3",
+    "fast": "p4",
+    "medium": "p5",
+    "slow": "p6",
+    "slower": "p7",
+    "veryslow": "p7",
+    "placebo": "p7",
 }
 
 
@@ -72,12 +80,18 @@ def _hls_muxer(job: TranscodeJob, name: str) -> list[str]:
     fmp4 = job.encode.segment_format == "fmp4"
     seg = out / ("seg_%05d.m4s" if fmp4 else "seg_%05d.ts")
     args = [
-        "-f", "hls",
-        "-hls_time", str(job.encode.segment_seconds),
-        "-hls_playlist_type", "vod",
-        "-hls_flags", "independent_segments",
-        "-hls_segment_type", "fmp4" if fmp4 else "mpegts",
-        "-hls_segment_filename", str(seg),
+        "-f",
+        "hls",
+        "-hls_time",
+        str(job.encode.segment_seconds),
+        "-hls_playlist_type",
+        "vod",
+        "-hls_flags",
+        "independent_segments",
+        "-hls_segment_type",
+        "fmp4" if fmp4 else "mpegts",
+        "-hls_segment_filename",
+        str(seg),
     ]
     if fmp4:
         args += ["-hls_fmp4_init_filename", "init.mp4"]
@@ -89,26 +103,52 @@ def _video_codec_args(job: TranscodeJob, rung: Rendition) -> list[str]:
     kbps = rung.video_bitrate_kbps
     gop = gop_frames(rung.fps, enc.segment_seconds)
     common = [
-        "-b:v", f"{kbps}k",
-        "-maxrate", f"{round(kbps * enc.maxrate_factor)}k",
-        "-bufsize", f"{round(kbps * enc.bufsize_factor)}k",
-        "-g", str(gop),
-        "-keyint_min", str(gop),
-        "-flags", "+cgop",
-        "-force_key_frames", f"expr:gte(t,n_forced*{enc.segment_seconds})",
-        "-pix_fmt", "yuv420p",
+        "-b:v",
+        f"{kbps}k",
+        "-maxrate",
+        f"{round(kbps * enc.maxrate_factor)}k",
+        "-bufsize",
+        f"{round(kbps * enc.bufsize_factor)}k",
+        "-g",
+        str(gop),
+        "-keyint_min",
+        str(gop),
+        "-flags",
+        "+cgop",
+        "-force_key_frames",
+        f"expr:gte(t,n_forced*{enc.segment_seconds})",
+        "-pix_fmt",
+        "yuv420p",
     ]
     if enc.encoder == "nvenc":
         codec = [
-            "-c:v", "h264_nvenc",
-            "-preset", _NVENC_PRESETS.get(enc.preset, enc.preset),
-            "-tune", "hq", "-rc", "vbr", "-profile:v", "high",
-            "-forced-idr", "1", "-strict_gop", "1", "-no-scenecut", "1",
+            "-c:v",
+            "h264_nvenc",
+            "-preset",
+            _NVENC_PRESETS.get(enc.preset, enc.preset),
+            "-tune",
+            "hq",
+            "-rc",
+            "vbr",
+            "-profile:v",
+            "high",
+            "-forced-idr",
+            "1",
+            "-strict_gop",
+            "1",
+            "-no-scenecut",
+            "1",
         ]
     else:
         codec = [
-            "-c:v", "libx264", "-preset", enc.preset, "-profile:v", "high",
-            "-sc_threshold", "0",
+            "-c:v",
+            "libx264",
+            "-preset",
+            enc.preset,
+            "-profile:v",
+            "high",
+            "-sc_threshold",
+            "0",
         ]
     if enc.threads:
         codec += ["-threads", str(enc.threads)]
@@ -144,8 +184,7 @@ def build_filtergraph(job: TranscodeJob) -> tuple[str, list[str]]:
         prev = f"[next{i}]"
     tile_w, tile_h = tile_size(plan, thumbs.storyboard_tile_width)
     chains.append(
-        f"[tilesrc]fps=1/{thumbs.storyboard_interval_seconds:g},"
-        f"scale={tile_w}:{tile_h}[tiles]"
+        f"[tilesrc]fps=1/{thumbs.storyboard_interval_seconds:g},scale={tile_w}:{tile_h}[tiles]"
     )
     poster_rate = thumbs.poster_candidates / max(job.duration_seconds, 1e-3)
     chains.append(f"[postersrc]fps={poster_rate:.6f}[poster]")
@@ -155,11 +194,25 @@ def build_filtergraph(job: TranscodeJob) -> tuple[str, list[str]]:
 def build_transcode_argv(ffmpeg: str, job: TranscodeJob) -> list[str]:
     """The whole command: input, filter graph, one output per rung and one per by-product."""
     argv = [
-        ffmpeg, "-hide_banner", "-nostdin", "-y", "-loglevel", "warning",
-        "-nostats", "-progress", "pipe:1",
-        "-protocol_whitelist", "file,pipe",
-        "-f", job.container, "-i", str(job.source),
-        "-map_metadata", "-1", "-map_chapters", "-1",
+        ffmpeg,
+        "-hide_banner",
+        "-nostdin",
+        "-y",
+        "-loglevel",
+        "warning",
+        "-nostats",
+        "-progress",
+        "pipe:1",
+        "-protocol_whitelist",
+        "file,pipe",
+        "-f",
+        job.container,
+        "-i",
+        str(job.source),
+        "-map_metadata",
+        "-1",
+        "-map_chapters",
+        "-1",
     ]
     if job.plan.video:
         graph, labels = build_filtergraph(job)
@@ -169,17 +222,47 @@ def build_transcode_argv(ffmpeg: str, job: TranscodeJob) -> list[str]:
             argv += _video_codec_args(job, rung)
             argv += ["-video_track_timescale", "90000", *_hls_muxer(job, rung.name)]
         argv += [
-            "-map", "[tiles]", "-an", "-c:v", "mjpeg", "-q:v", "5", "-fps_mode", "passthrough",
-            "-f", "image2", str(job.layout.tiles_dir / "tile_%05d.jpg"),
-            "-map", "[poster]", "-an", "-c:v", "mjpeg", "-q:v", "2", "-fps_mode", "passthrough",
-            "-f", "image2", str(job.layout.candidates_dir / "cand_%03d.jpg"),
+            "-map",
+            "[tiles]",
+            "-an",
+            "-c:v",
+            "mjpeg",
+            "-q:v",
+            "5",
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "image2",
+            str(job.layout.tiles_dir / "tile_%05d.jpg"),
+            "-map",
+            "[poster]",
+            "-an",
+            "-c:v",
+            "mjpeg",
+            "-q:v",
+            "2",
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "image2",
+            str(job.layout.candidates_dir / "cand_%03d.jpg"),
         ]
     if job.plan.audio is not None:
         a = job.plan.audio
         argv += [
-            "-map", "0:a:0", "-vn", "-sn", "-dn",
-            "-c:a", "aac", "-b:a", f"{a.bitrate_kbps}k",
-            "-ac", str(a.channels), "-ar", str(a.sample_rate_hz),
+            "-map",
+            "0:a:0",
+            "-vn",
+            "-sn",
+            "-dn",
+            "-c:a",
+            "aac",
+            "-b:a",
+            f"{a.bitrate_kbps}k",
+            "-ac",
+            str(a.channels),
+            "-ar",
+            str(a.sample_rate_hz),
             *_hls_muxer(job, a.name),
         ]
     return argv

@@ -38,13 +38,22 @@ def _human_bytes(n: float) -> str:
 
 def _summary(result: Any) -> Table:
     t = result.transcode
-    table = Table(title=f"video {result.source.video_id}  attempt {t.attempt}", title_justify="left")
+    table = Table(
+        title=f"video {result.source.video_id}  attempt {t.attempt}", title_justify="left"
+    )
     for col in ("rendition", "resolution", "codecs", "segments", "size", "avg kbps", "peak kbps"):
         table.add_column(col, justify="right" if col not in ("rendition", "codecs") else "left")
     for r in [*t.video, *([t.audio] if t.audio else [])]:
         res = f"{r.width}x{r.height}@{r.fps:g}" if r.kind == "video" else "audio"
-        table.add_row(r.name, res, r.codecs, str(r.segments), _human_bytes(r.bytes),
-                      f"{r.average_kbps:.0f}", f"{r.peak_kbps:.0f}")
+        table.add_row(
+            r.name,
+            res,
+            r.codecs,
+            str(r.segments),
+            _human_bytes(r.bytes),
+            f"{r.average_kbps:.0f}",
+            f"{r.peak_kbps:.0f}",
+        )
     return table
 
 
@@ -53,42 +62,60 @@ def _stage_table(stages: dict[str, dict[str, Any]]) -> Table:
     for col in ("stage", "wall s", "cpu s", ""):
         table.add_column(col, justify="left" if col in ("stage", "") else "right")
     for name, s in stages.items():
-        table.add_row(name, f"{s['wall_seconds']:.2f}", f"{s['cpu_seconds']:.2f}",
-                      "cached" if s["cached"] else "")
+        table.add_row(
+            name,
+            f"{s['wall_seconds']:.2f}",
+            f"{s['cpu_seconds']:.2f}",
+            "cached" if s["cached"] else "",
+        )
     return table
 
 
 def _quiet_prefect(verbose: bool) -> None:
+    """Keep the terminal for the progress bar and the verdict; the Prefect UI keeps the logs."""
     if not verbose:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-        os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "true")
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @app.command()
 def process(
     file: Annotated[Path, typer.Argument(help="The video (or audio) file to process.")],
-    out_: Annotated[str | None, typer.Option(
-        "--out", help="Output: a directory, or s3://bucket/prefix. Default: the data dir.")] = None,
-    ladder: Annotated[str | None, typer.Option(
-        help="Ladder name in configs/ladders (default, mobile) or a YAML path.")] = None,
-    config: Annotated[Path | None, typer.Option(
-        help="A YAML file overriding configs/default.yaml.")] = None,
-    segment_format: Annotated[str | None, typer.Option(
-        help="HLS segments: fmp4 (default) or ts.")] = None,
+    out_: Annotated[
+        str | None,
+        typer.Option(
+            "--out", help="Output: a directory, or s3://bucket/prefix. Default: the data dir."
+        ),
+    ] = None,
+    ladder: Annotated[
+        str | None,
+        typer.Option(help="Ladder name in configs/ladders (default, mobile) or a YAML path."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="A YAML file overriding configs/default.yaml.")
+    ] = None,
+    segment_format: Annotated[
+        str | None, typer.Option(help="HLS segments: fmp4 (default) or ts.")
+    ] = None,
     encoder: Annotated[str | None, typer.Option(help="x264 (default) or nvenc.")] = None,
     preset: Annotated[str | None, typer.Option(help="Encoder preset, e.g. veryfast.")] = None,
-    data_dir: Annotated[Path | None, typer.Option(
-        help="Local state and default output directory (default ./vidpipe-data).")] = None,
-    video_id: Annotated[str | None, typer.Option(
-        help="Use this id instead of one derived from the content hash.")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Local state and default output directory (default ./vidpipe-data)."),
+    ] = None,
+    video_id: Annotated[
+        str | None, typer.Option(help="Use this id instead of one derived from the content hash.")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
 ) -> None:
     """Transcode FILE into an HLS ladder with thumbnails and a manifest, and publish it."""
     _quiet_prefect(verbose)
     apply_defaults()
-    encode = {k: v for k, v in {"segment_format": segment_format, "encoder": encoder,
-                                "preset": preset}.items() if v is not None}
+    encode = {
+        k: v
+        for k, v in {"segment_format": segment_format, "encoder": encoder, "preset": preset}.items()
+        if v is not None
+    }
     overrides: dict[str, Any] = {"encode": encode} if encode else {}
     if data_dir is not None:
         overrides["data_dir"] = str(data_dir)
@@ -101,8 +128,13 @@ def process(
         if not file.is_file():
             raise PermanentError(f"{file} does not exist or is not a file")
         with Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
         ) as bar:
             job = bar.add_task("transcode", total=None)
 
@@ -112,8 +144,11 @@ def process(
             unsubscribe = progress.subscribe(on_progress)
             try:
                 result = process_video(
-                    str(file.resolve()), out=out_, ladder=ladder,
-                    config=str(config) if config else None, video_id=video_id,
+                    str(file.resolve()),
+                    out=out_,
+                    ladder=ladder,
+                    config=str(config) if config else None,
+                    video_id=video_id,
                     overrides=overrides,
                 )
             finally:
@@ -139,7 +174,9 @@ def process(
 
 @app.command()
 def config(
-    config_file: Annotated[Path | None, typer.Option("--config", help="YAML override file.")] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config", help="YAML override file.")
+    ] = None,
 ) -> None:
     """Print the effective configuration (defaults, file, VIDPIPE_* environment)."""
     from vidpipe.infra.settings import load_settings
@@ -156,4 +193,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

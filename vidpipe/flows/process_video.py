@@ -13,9 +13,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from prefect import Task, flow, get_run_logger
+from prefect.client.schemas.objects import State
 
 from vidpipe.encoders.ladder import plan_ladder
 from vidpipe.encoders.pipeline import PublishResult, TranscodeResult, stage_timing
@@ -52,15 +53,19 @@ def build_settings(
 
 
 def _run(
-    name: str, task: Task[Any, Any], settings: Settings, stages: dict[str, dict[str, Any]],
-    *args: Any, refresh: bool = False,
+    name: str,
+    task: Task[Any, Any],
+    settings: Settings,
+    stages: dict[str, dict[str, Any]],
+    *args: Any,
+    refresh: bool = False,
 ) -> Any:
     wall0, cpu0 = time.monotonic(), time.process_time()
     bound = bind(task, settings)
     if refresh:
         bound = bound.with_options(refresh_cache=True)
     with results_here(settings):
-        state = bound(*args, return_state=True)
+        state = cast(State[Any], bound(*args, return_state=True))
     result = state.result()  # re-raises the task's own exception on failure
     wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
     if isinstance(result, TranscodeResult) and state.name != "Cached":
@@ -88,20 +93,25 @@ def process_video(
     log.info("probed %s: %s, %.2f s", src.video_id, info.kind, info.duration_seconds)
     plan = plan_ladder(info, load_ladder(settings.encode.ladder), settings.encode.fps_cap)
 
-    encoded: TranscodeResult = _run("transcode", transcode, settings, stages,
-                                    src, info, plan, settings)
+    encoded: TranscodeResult = _run(
+        "transcode", transcode, settings, stages, src, info, plan, settings
+    )
     try:
-        published: PublishResult = _run("publish", publish_attempt, settings, stages,
-                                        src, info, encoded, stages, settings)
+        published: PublishResult = _run(
+            "publish", publish_attempt, settings, stages, src, info, encoded, stages, settings
+        )
     except PlaylistInvalid as exc:
         # A cached attempt whose files are gone from storage: encode a fresh one.
         log.warning("cached attempt unusable (%s); encoding a fresh attempt", exc)
-        encoded = _run("transcode", transcode, settings, stages,
-                       src, info, plan, settings, refresh=True)
-        published = _run("publish", publish_attempt, settings, stages,
-                         src, info, encoded, stages, settings)
-    log.info("published %s attempt %s (changed=%s)", src.video_id, encoded.attempt,
-             published.changed)
+        encoded = _run(
+            "transcode", transcode, settings, stages, src, info, plan, settings, refresh=True
+        )
+        published = _run(
+            "publish", publish_attempt, settings, stages, src, info, encoded, stages, settings
+        )
+    log.info(
+        "published %s attempt %s (changed=%s)", src.video_id, encoded.attempt, published.changed
+    )
     return ProcessResult(src, info, encoded, published, stages)
 
 

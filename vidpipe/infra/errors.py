@@ -50,7 +50,9 @@ class EncodeError(VidpipeError):
     """ffmpeg failed. ``stderr_tail`` holds the end of its log."""
 
     def __init__(self, message: str, stderr_tail: str = "", retryable: bool = False) -> None:
-        detail = f"{message}\n--- ffmpeg stderr (tail) ---\n{stderr_tail}" if stderr_tail else message
+        detail = (
+            f"{message}\n--- ffmpeg stderr (tail) ---\n{stderr_tail}" if stderr_tail else message
+        )
         super().__init__(detail)
         self.stderr_tail = stderr_tail
         self.retryable = retryable

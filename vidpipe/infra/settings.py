@@ -9,9 +9,9 @@ forbids unknown keys; the error names the closest valid key.
 from __future__ import annotations
 
 import difflib
-from contextvars import ContextVar
 import hashlib
 import json
+from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -27,17 +27,17 @@ DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 LADDER_DIR = CONFIG_DIR / "ladders"
 
 
-_YAML_DATA: ContextVar[dict[str, Any]] = ContextVar("_YAML_DATA", default={})
+_YAML_DATA: ContextVar[dict[str, Any] | None] = ContextVar("_YAML_DATA", default=None)
 
 
 class _YamlSource(PydanticBaseSettingsSource):
     """The merged YAML files, below environment variables and CLI flags."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return _YAML_DATA.get().get(field_name), field_name, False
+        return (_YAML_DATA.get() or {}).get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return dict(_YAML_DATA.get())
+        return dict(_YAML_DATA.get() or {})
 
 
 class _Section(BaseModel):
@@ -246,7 +246,7 @@ def load_ladder(name_or_path: str) -> Ladder:
 def storage_overrides(out: str) -> dict[str, Any]:
     """Settings overrides for ``--out DIR`` or ``--out s3://bucket/prefix``."""
     if out.startswith("s3://"):
-        bucket, _, prefix = out[len("s3://"):].partition("/")
+        bucket, _, prefix = out[len("s3://") :].partition("/")
         if not bucket:
             raise ConfigError(f"--out {out!r} names no bucket; use s3://BUCKET/PREFIX")
         return {"kind": "s3", "s3_bucket": bucket, "s3_prefix": prefix.strip("/")}

@@ -195,23 +195,39 @@ class S3Storage(Storage):
         return StorageError(f"S3 {what} failed: {exc}")
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from boto3.exceptions import S3TransferFailedError, S3UploadFailedError
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return fn(*args, **kwargs)
         except (BotoCoreError, ClientError) as exc:
             raise self._map_error(what, exc) from exc
+        except (S3UploadFailedError, S3TransferFailedError) as exc:
+            # The transfer manager wraps the ClientError that says what went wrong.
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, ClientError | BotoCoreError):
+                raise self._map_error(what, cause) from exc
+            raise StorageError(f"S3 {what} failed: {exc}") from exc
 
     def put_file(self, key: str, path: Path) -> None:
         self._call(
-            f"upload of {key}", self.client.upload_file, str(path), self.bucket, self._key(key),
-            ExtraArgs={"ContentType": content_type(key)}, Config=self.transfer,
+            f"upload of {key}",
+            self.client.upload_file,
+            str(path),
+            self.bucket,
+            self._key(key),
+            ExtraArgs={"ContentType": content_type(key)},
+            Config=self.transfer,
         )
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self._call(
-            f"put of {key}", self.client.put_object, Bucket=self.bucket, Key=self._key(key),
-            Body=data, ContentType=content_type(key),
+            f"put of {key}",
+            self.client.put_object,
+            Bucket=self.bucket,
+            Key=self._key(key),
+            Body=data,
+            ContentType=content_type(key),
         )
 
     def get_bytes(self, key: str) -> bytes | None:
@@ -245,9 +261,10 @@ class S3Storage(Storage):
         out: dict[str, int] = {}
         paginator = self.client.get_paginator("list_objects_v2")
         pages = self._call(
-            f"listing of {prefix}", lambda: list(
+            f"listing of {prefix}",
+            lambda: list(
                 paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix.rstrip("/")) + "/")
-            )
+            ),
         )
         for page in pages:
             for obj in page.get("Contents", []):
@@ -256,8 +273,14 @@ class S3Storage(Storage):
 
     def fetch(self, key: str, dest: Path) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        self._call(f"download of {key}", self.client.download_file, self.bucket, self._key(key),
-                   str(dest), Config=self.transfer)
+        self._call(
+            f"download of {key}",
+            self.client.download_file,
+            self.bucket,
+            self._key(key),
+            str(dest),
+            Config=self.transfer,
+        )
         return dest
 
 

@@ -25,7 +25,7 @@ from vidpipe.infra.errors import VidpipeError
 from vidpipe.infra.settings import Settings
 from vidpipe.tasks.locking import FlockLockManager
 
-RETRY_DELAYS_SECONDS = [2, 10, 30]
+RETRY_DELAYS_SECONDS: list[float] = [2, 10, 30]
 
 
 def stage_cache(stage: str, version: int, options: Callable[[dict[str, Any]], str]) -> CachePolicy:

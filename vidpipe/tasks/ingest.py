@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from vidpipe.infra.ingest import SourceRef, ingest_file
 from vidpipe.infra.settings import Settings
@@ -18,7 +19,7 @@ from vidpipe.tasks.common import RETRY_DELAYS_SECONDS, only_transient
     retry_delay_seconds=RETRY_DELAYS_SECONDS,
     retry_jitter_factor=0.5,
     retry_condition_fn=only_transient,
-    cache_policy=None,
+    cache_policy=NO_CACHE,
     persist_result=False,
 )
 def ingest(path: str, settings: Settings, video_id: str | None = None) -> SourceRef:

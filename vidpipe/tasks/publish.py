@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from vidpipe.encoders.pipeline import PublishResult, TranscodeResult, publish
 from vidpipe.encoders.probe import VideoInfo
@@ -17,7 +18,7 @@ from vidpipe.tasks.common import RETRY_DELAYS_SECONDS, only_transient
 @task(
     name="publish",
     task_run_name="publish-{source.video_id}",
-    cache_policy=None,
+    cache_policy=NO_CACHE,
     persist_result=False,
     retries=len(RETRY_DELAYS_SECONDS),
     retry_delay_seconds=RETRY_DELAYS_SECONDS,

@@ -21,8 +21,12 @@ TRANSCODE_VERSION = 1
 def _options(p: dict[str, Any]) -> str:
     s: Settings = p["settings"]
     return options_hash(
-        load_ladder(s.encode.ladder), s.encode, s.thumbnails, s.limits,
-        open_storage(s).identity(), p["source"].video_id,
+        load_ladder(s.encode.ladder),
+        s.encode,
+        s.thumbnails,
+        s.limits,
+        open_storage(s).identity(),
+        p["source"].video_id,
     )
 
 
@@ -41,6 +45,10 @@ def transcode(
     source: SourceRef, info: VideoInfo, plan: LadderPlan, settings: Settings
 ) -> TranscodeResult:
     return transcode_to_storage(
-        source, info, plan, settings, open_storage(settings),
+        source,
+        info,
+        plan,
+        settings,
+        open_storage(settings),
         on_progress=progress.reporter("transcode", info.duration_seconds),
     )

@@ -1,0 +1,39 @@
+# vidpipe: the two Quick start commands are `make demo` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export PREFECT_SERVER_ANALYTICS_ENABLED = false
+
+.PHONY: demo test install system-deps player-deps lint bench
+
+## Install vidpipe into .venv and process the committed sample video.
+demo: install
+	$(VENV)/bin/vidpipe process samples/bigbuckbunny_720p_51.mp4
+
+## Install everything (Python, Chromium, hls.js) and run lint, types and the whole suite.
+test: install system-deps player-deps lint
+	$(PY) -m pytest
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+## Debian's Chromium plays the ladder in the player test.
+system-deps:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+## hls.js and playwright-core, pinned by package-lock.json (no browser download).
+player-deps:
+	cd tests/player && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent
+
+lint: install
+	$(VENV)/bin/ruff check vidpipe tests bench
+	$(VENV)/bin/mypy
+
+bench: install
+	$(PY) bench/ladder.py

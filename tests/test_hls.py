@@ -1,0 +1,178 @@
+"""Master playlist writer, codec strings and the validator's refusals."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import m3u8
+import pytest
+
+from tests.conftest import Published, ffmpeg
+from vidpipe.encoders import hls
+from vidpipe.infra.errors import PlaylistInvalid
+
+
+def mp(
+    name: str,
+    kind: str,
+    codecs: str,
+    sizes: list[int],
+    w: int = 0,
+    h: int = 0,
+    durations: list[float] | None = None,
+) -> hls.MediaPlaylist:
+    durations = durations or [4.0] * len(sizes)
+    segs = tuple(
+        hls.Segment(f"seg_{i:05d}.m4s", d, s)
+        for i, (d, s) in enumerate(zip(durations, sizes, strict=True))
+    )
+    return hls.MediaPlaylist(
+        name, f"hls/{name}/index.m3u8", kind, codecs, segs, 800, width=w, height=h, fps=25.0
+    )
+
+
+def test_master_attributes() -> None:
+    video = [
+        mp("avc_720p25_5000k", "video", "avc1.64001f", [2_500_000, 2_000_000], 1280, 720),
+        mp("avc_240p25_500k", "video", "avc1.640015", [250_000, 200_000], 426, 240),
+    ]
+    audio = mp("aac_128k_2ch", "audio", "mp4a.40.2", [64_000, 64_000])
+    text = hls.master_playlist(video, audio, "20261125T000000Z-abcdef")
+    master = m3u8.loads(text)
+    assert "#EXT-X-INDEPENDENT-SEGMENTS" in text
+    top = master.playlists[0]
+    # Peak: 2.5 MB in 4 s = 5 Mbit/s, plus the audio's 128 kbit/s peak.
+    assert top.stream_info.bandwidth == 5_000_000 + 128_000
+    assert top.stream_info.average_bandwidth == 4_500_000 + 128_000
+    assert top.stream_info.codecs == "avc1.64001f,mp4a.40.2"
+    assert top.stream_info.resolution == (1280, 720)
+    assert top.stream_info.frame_rate == 25.0
+    assert top.stream_info.audio == "aud"
+    assert top.uri == "20261125T000000Z-abcdef/hls/avc_720p25_5000k/index.m3u8"
+    (group,) = master.media
+    assert (group.type, group.group_id, group.default, group.autoselect) == (
+        "AUDIO",
+        "aud",
+        "YES",
+        "YES",
+    )
+    assert [p.stream_info.resolution[1] for p in master.playlists] == [720, 240]
+
+
+def test_audio_only_master() -> None:
+    audio = mp("aac_128k_2ch", "audio", "mp4a.40.2", [64_000])
+    master = m3u8.loads(hls.master_playlist([], audio, "a"))
+    assert master.media == [] or len(master.media) == 0
+    assert master.playlists[0].stream_info.codecs == "mp4a.40.2"
+
+
+def test_codec_strings() -> None:
+    assert hls.avc_codec_string(bytes.fromhex("0164001fffe1")) == "avc1.64001f"
+    annexb = bytes.fromhex("00000001 674d4028 aaaa".replace(" ", ""))
+    assert hls.avc_codec_string(annexb) == "avc1.4d4028"
+    with pytest.raises(PlaylistInvalid):
+        hls.avc_codec_string(b"\x00\x00\x01\x65\x00\x00")
+    assert hls.aac_codec_string(bytes.fromhex("1190")) == "mp4a.40.2"  # AAC-LC
+    assert hls.aac_codec_string(bytes.fromhex("2b92")) == "mp4a.40.5"  # HE-AAC (SBR)
+
+
+def test_attribute_quoting_refuses_quotes() -> None:
+    with pytest.raises(ValueError):
+        hls.master_playlist([mp("x", "video", 'avc1"', [1], 2, 2)], None, "a")
+
+
+@pytest.fixture
+def attempt_copy(
+    published_bunny: Published, tmp_path: Path
+) -> tuple[Path, list[hls.MediaPlaylist]]:
+    attempt = published_bunny.manifest["attempt"]
+    dst = tmp_path / attempt
+    shutil.copytree(published_bunny.video_dir / attempt, dst)
+    names = [r["name"] for r in published_bunny.manifest["hls"]["video"]]
+    return dst, [hls.measure(dst, n, "video") for n in names]
+
+
+@pytest.mark.slow
+def test_validator_accepts_real_output(attempt_copy: tuple[Path, list[hls.MediaPlaylist]]) -> None:
+    root, video = attempt_copy
+    hls.validate_attempt(root, video, None, expected_seconds=5.28, frame_seconds=0.04)
+
+
+@pytest.mark.slow
+def test_validator_refuses_missing_segment(
+    attempt_copy: tuple[Path, list[hls.MediaPlaylist]],
+) -> None:
+    root, video = attempt_copy
+    (root / "hls" / video[1].name / "seg_00001.m4s").unlink()
+    with pytest.raises(PlaylistInvalid, match=r"seg_00001\.m4s missing"):
+        hls.validate_attempt(root, video, None, 5.28, 0.04)
+
+
+@pytest.mark.slow
+def test_validator_refuses_wrong_duration_and_long_segments(
+    attempt_copy: tuple[Path, list[hls.MediaPlaylist]],
+) -> None:
+    root, video = attempt_copy
+    pl = root / video[0].playlist
+    pl.write_text(pl.read_text().replace("#EXTINF:4.000000,", "#EXTINF:6.000000,"))
+    with pytest.raises(PlaylistInvalid) as err:
+        hls.validate_attempt(root, video, None, 5.28, 0.04)
+    assert "over TARGETDURATION" in str(err.value) and "more than one frame" in str(err.value)
+
+
+@pytest.mark.slow
+def test_validator_refuses_absolute_uri(attempt_copy: tuple[Path, list[hls.MediaPlaylist]]) -> None:
+    root, video = attempt_copy
+    pl = root / video[0].playlist
+    pl.write_text(pl.read_text().replace("seg_00000.m4s", "/etc/seg_00000.m4s"))
+    with pytest.raises(PlaylistInvalid, match="is not relative"):
+        hls.validate_attempt(root, video, None, 5.28, 0.04)
+
+
+@pytest.mark.slow
+def test_validator_refuses_segment_not_starting_on_keyframe(tmp_path: Path) -> None:
+    # split_by_time lets ffmpeg cut mid-GOP: exactly what vidpipe's GOP setup prevents.
+    out = tmp_path / "hls" / "bad"
+    out.mkdir(parents=True)
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=s=64x64:r=25:d=3",
+        "-c:v",
+        "libx264",
+        "-g",
+        "250",
+        "-f",
+        "hls",
+        "-hls_time",
+        "1",
+        "-hls_flags",
+        "split_by_time",
+        "-hls_playlist_type",
+        "vod",
+        "-hls_segment_type",
+        "fmp4",
+        "-hls_segment_filename",
+        str(out / "seg_%05d.m4s"),
+        str(out / "index.m3u8"),
+    )
+    rung = hls.measure(tmp_path, "bad", "video")
+    assert len(rung.segments) >= 2
+    with pytest.raises(PlaylistInvalid, match=r"seg_00001\.m4s does not start on a keyframe"):
+        hls.validate_attempt(tmp_path, [rung], None, rung.duration_seconds, 0.04)
+
+
+@pytest.mark.slow
+def test_validator_refuses_rungs_with_different_segment_counts(
+    attempt_copy: tuple[Path, list[hls.MediaPlaylist]],
+) -> None:
+    root, video = attempt_copy
+    pl = root / video[2].playlist
+    text = pl.read_text()
+    head, _, _ = text.partition("#EXTINF:1.280000,")
+    pl.write_text(head + "#EXT-X-ENDLIST\n")
+    shrunk = hls.measure(root, video[2].name, "video")
+    with pytest.raises(PlaylistInvalid, match="disagree on segment count"):
+        hls.validate_attempt(root, [video[0], shrunk], None, 5.28, 0.04)
