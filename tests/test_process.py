@@ -88,6 +88,13 @@ def test_bunny_publishes_full_ladder(published_bunny: Published) -> None:
     assert manifest["source"]["audio"]["channels"] == 6
     audio = manifest["hls"]["audio"]
     assert audio["name"] == "aac_128k_2ch"
+    # Limited-range 4:2:0, as every player expects: the JPEG by-products of the same
+    # decode must not drag the rungs to full range.
+    for r in manifest["hls"]["video"]:
+        with av.open(str(rung_file(published_bunny, r["playlist"]))) as c:
+            frame = next(c.decode(video=0))
+            assert frame.format.name == "yuv420p", r["name"]  # not yuvj420p
+            assert frame.color_range != 2, r["name"]  # 2 is JPEG/full range
     # The 5.1 source is downmixed to stereo.
     with av.open(str(rung_file(published_bunny, audio["playlist"]))) as c:
         assert c.streams.audio[0].codec_context.channels == 2

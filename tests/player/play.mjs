@@ -10,7 +10,7 @@
 //             2 = timeout, 3 = usage or harness/browser failure.
 // The JSON line is printed in every case where a browser was started.
 
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createRequire } from 'node:module';
@@ -190,7 +190,8 @@ function harness({ masterUrl, minAdvanceS }) {
       fatal: true, reason: me ? me.message : null, url: null });
     failAll(new Error('HTMLMediaElement error'));
   });
-  for (const ev of [Hls.Events.LEVEL_SWITCHED, Hls.Events.FRAG_CHANGED, Hls.Events.FRAG_BUFFERED, Hls.Events.BUFFER_FLUSHED]) {
+  for (const ev of [Hls.Events.LEVEL_LOADED, Hls.Events.LEVEL_SWITCHED, Hls.Events.FRAG_CHANGED,
+    Hls.Events.FRAG_BUFFERED, Hls.Events.BUFFER_FLUSHED]) {
     hls.on(ev, (_e, d) => {
       if (ev === Hls.Events.LEVEL_SWITCHED) note('hls:levelSwitched', { level: d.level });
       if (ev === Hls.Events.FRAG_CHANGED) note('hls:fragChanged', { level: d.frag.level, sn: d.frag.sn });
@@ -216,6 +217,12 @@ function harness({ masterUrl, minAdvanceS }) {
     characteristics: t.characteristics || null, url: t.url || null,
   });
 
+  const readTracks = () => {
+    R.audioTracks = (hls.audioTracks || []).map(trackInfo);
+    R.subtitleTracks = (hls.subtitleTracks || []).map(trackInfo);
+    R.subtitleTrackCount = R.subtitleTracks.length;
+  };
+
   const run = async () => {
     let manifest = null;
     hls.once(Hls.Events.MANIFEST_PARSED, (_e, d) => {
@@ -226,10 +233,10 @@ function harness({ masterUrl, minAdvanceS }) {
     hls.loadSource(masterUrl);
     await until('manifest', () => manifest !== null);
     R.levels = hls.levels.map(levelInfo);
-    R.audioTracks = (hls.audioTracks || []).map(trackInfo);
-    R.subtitleTracks = (hls.subtitleTracks || []).map(trackInfo);
-    R.subtitleTrackCount = R.subtitleTracks.length;
-    R.manifestSubtitles = !!(manifest && manifest.subtitles && manifest.subtitles.length);
+    // hls.audioTracks / hls.subtitleTracks only list the renditions of the
+    // active level's group, so they are (re)read once a level is loaded.
+    R.manifestAudioTrackCount = manifest.audioTracks ? manifest.audioTracks.length : 0;
+    R.manifestSubtitleTrackCount = manifest.subtitleTracks ? manifest.subtitleTracks.length : 0;
     note('hls:manifestParsed', { levels: hls.levels.length });
 
     // Lock to the lowest-bitrate level so the later forced switch to the top
@@ -244,6 +251,9 @@ function harness({ masterUrl, minAdvanceS }) {
     });
     hls.loadLevel = bottom;
     hls.startLoad(0);
+
+    await until('levelLoaded', () => hls.levels[bottom].details);
+    readTracks();
 
     const playPromise = video.play();
     playPromise.catch((e) => note('video:playRejected', { reason: String(e) }));
@@ -276,11 +286,13 @@ function harness({ masterUrl, minAdvanceS }) {
     const sw = snap();
     R.switch.happened = sw.level === top;
     R.switch.switchedAt = sw.currentTime;
-    // Wait for the decoded size to follow, or for 0.5 s of playback at the top
-    // level (then we report whatever size the decoder produced).
+    // hls.js flushes the buffer, but Chromium keeps decoding from its current
+    // read position and only shows the new rendition from its next keyframe
+    // (with GOP == segment that is the next segment boundary). So wait for the
+    // decoded size to change ('resize'), or for the end of the media, in which
+    // case the size reported is whatever the decoder last produced.
     await until('switchDecoded', () => video.ended ||
-      (hls.currentLevel === top &&
-        (video.videoWidth === hls.levels[top].width || video.currentTime - sw.currentTime >= 0.5)));
+      (hls.currentLevel === top && video.videoWidth === hls.levels[top].width));
     const after = snap();
     Object.assign(R.switch, {
       level: after.level,
@@ -298,6 +310,7 @@ function harness({ masterUrl, minAdvanceS }) {
       R.harnessError = String((e && e.message) || e);
     })
     .finally(() => {
+      readTracks();
       const q = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : null;
       R.quality = q ? { totalVideoFrames: q.totalVideoFrames, droppedVideoFrames: q.droppedVideoFrames } : null;
       R.finalState = snap();
@@ -340,6 +353,15 @@ async function main() {
   let context = null;
   const userDataDir = mkdtempSync(join(tmpdir(), 'vidpipe-player-'));
   let finished = false;
+  const removeProfile = () => {
+    try {
+      if (existsSync(userDataDir)) {
+        rmSync(userDataDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 });
+      }
+    } catch {
+      /* ignore */
+    }
+  };
 
   const emit = () => {
     if (finished) return;
@@ -354,11 +376,7 @@ async function main() {
     result.timedOut = true;
     result.error = result.error || 'hard timeout (browser launch or teardown hung)';
     emit();
-    try {
-      rmSync(userDataDir, { recursive: true, force: true });
-    } catch {
-      /* ignore */
-    }
+    process.on('exit', removeProfile);
     process.exit(2);
   }, opts.timeoutMs + 5000);
   hard.unref();
@@ -461,11 +479,11 @@ async function main() {
         new Promise((r) => setTimeout(r, 5000).unref()),
       ]);
     }
-    try {
-      rmSync(userDataDir, { recursive: true, force: true });
-    } catch {
-      /* ignore */
-    }
+    removeProfile();
+    // After a failed launch the browser is still running until playwright's
+    // own exit handler (registered earlier, so it runs first) kills it; remove
+    // the profile it may have re-created after that.
+    process.on('exit', removeProfile);
     clearTimeout(hard);
   }
   process.exit(exitCode);

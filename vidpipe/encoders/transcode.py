@@ -119,6 +119,8 @@ def _video_codec_args(job: TranscodeJob, rung: Rendition) -> list[str]:
         f"expr:gte(t,n_forced*{enc.segment_seconds})",
         "-pix_fmt",
         "yuv420p",
+        "-color_range",
+        "tv",
     ]
     if enc.encoder == "nvenc":
         codec = [
@@ -178,7 +180,7 @@ def build_filtergraph(job: TranscodeJob) -> tuple[str, list[str]]:
         head = f"fps={fps}," if i == 0 else ""
         chains.append(
             f"{prev}{head}scale={rung.width}:{rung.height}:flags=bicubic,setsar=1,"
-            f"format=yuv420p,split={len(branches)}{''.join(branches)}"
+            f"format=pix_fmts=yuv420p:color_ranges=tv,split={len(branches)}{''.join(branches)}"
         )
         labels.append(f"v{i}")
         prev = f"[next{i}]"
