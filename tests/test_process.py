@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import itertools
 import os
 from fractions import Fraction
@@ -103,6 +104,19 @@ def test_bunny_publishes_full_ladder(published_bunny: Published) -> None:
         assert 0.5 * r["target_kbps"] < r["average_kbps"] < 1.3 * r["target_kbps"], r
     assert set(manifest["stages"]) >= {"ingest", "probe", "transcode"}
     assert manifest["source"]["sha256"] == hashlib.sha256(BUNNY.read_bytes()).hexdigest()
+
+
+def test_frames_and_asr_audio_from_the_one_decode(published_bunny: Published) -> None:
+    attempt = published_bunny.video_dir / published_bunny.manifest["attempt"]
+    index = json.loads((attempt / "frames" / "index.json").read_text())
+    assert [f["t"] for f in index] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]  # 1 fps over 5.3 s
+    with Image.open(attempt / "frames" / index[2]["file"]) as img:
+        assert img.size == (640, 360)
+    with av.open(str(attempt / "asr" / "audio.flac")) as c:
+        a = c.streams.audio[0]
+        assert (a.codec_context.sample_rate, a.codec_context.channels) == (16000, 1)
+        assert float(c.duration / av.time_base) == pytest.approx(5.3, abs=0.1)
+    assert oct((attempt / "frames" / "index.json").stat().st_mode)[-3:] == "644"
 
 
 def test_keyframes_aligned_across_rungs(published_bunny: Published) -> None:
@@ -217,6 +231,8 @@ def test_audio_only(media: Media, data_dir: Path) -> None:
     assert manifest["hls"]["video"] == [] and manifest["thumbnails"] is None
     assert len(master.playlists) == 1 and master.playlists[0].stream_info.codecs == "mp4a.40.2"
     assert not list(pub.video_dir.rglob("*.jpg"))
+    attempt = pub.video_dir / manifest["attempt"]
+    assert (attempt / "asr" / "audio.flac").stat().st_size > 0  # still transcribable
 
 
 def test_video_only(media: Media, data_dir: Path) -> None:

@@ -13,6 +13,7 @@ from vidpipe.encoders.transcode import (
     TranscodeJob,
     build_filtergraph,
     build_transcode_argv,
+    frame_interval_seconds,
     gop_frames,
 )
 from vidpipe.infra.settings import load_settings
@@ -22,7 +23,14 @@ def job(segment_format: str = "fmp4", encoder: str = "x264") -> TranscodeJob:
     s = load_settings(encode={"segment_format": segment_format, "encoder": encoder})
     plan = plan_ladder(info(1920, 1080), LADDER, fps_cap=60)
     return TranscodeJob(
-        Path("/in/src"), "mov", 10.0, plan, s.encode, s.thumbnails, OutputLayout(Path("/out"))
+        Path("/in/src"),
+        "mov",
+        10.0,
+        plan,
+        s.encode,
+        s.thumbnails,
+        OutputLayout(Path("/out")),
+        s.frames,
     )
 
 
@@ -49,7 +57,7 @@ def test_cascade_scales_each_rung_from_the_one_above() -> None:
     assert chains[0].startswith("[0:v:0]fps=30/1,scale=1920:1080")
     assert chains[1].startswith("[next0]scale=1280:720")
     assert chains[4].startswith("[next3]scale=426:240")
-    assert labels == ["v0", "v1", "v2", "v3", "v4", "tiles", "poster"]
+    assert labels == ["v0", "v1", "v2", "v3", "v4", "tiles", "poster", "frames"]
 
 
 def test_gop_is_one_closed_segment() -> None:
@@ -96,6 +104,7 @@ def test_nvenc_argv(preset: str, expected: str) -> None:
         s.encode,
         s.thumbnails,
         OutputLayout(Path("/out")),
+        s.frames,
     )
     argv = build_transcode_argv("ffmpeg", j)
     assert argv.count("h264_nvenc") == 4 and "libx264" not in argv
@@ -109,7 +118,32 @@ def test_audio_only_argv_has_no_filtergraph() -> None:
         info(10, 10).__class__("mov", "", 5.0, 1, 1.0, None, info(10, 10).audio), LADDER, 60
     )
     j = TranscodeJob(
-        Path("/in/src"), "mov", 5.0, audio_only, s.encode, s.thumbnails, OutputLayout(Path("/out"))
+        Path("/in/src"),
+        "mov",
+        5.0,
+        audio_only,
+        s.encode,
+        s.thumbnails,
+        OutputLayout(Path("/out")),
+        s.frames,
     )
     argv = build_transcode_argv("ffmpeg", j)
     assert "-filter_complex" not in argv and "0:a:0" in argv
+
+
+def test_frames_and_asr_audio_come_off_the_same_decode() -> None:
+    argv = build_transcode_argv("ffmpeg", job())
+    graph = argv[argv.index("-filter_complex") + 1]
+    assert "[framesrc]scale=640:640:force_original_aspect_ratio=decrease" in graph
+    assert "select='isnan(prev_selected_t)+gte(t-prev_selected_t\\,1.000000)" in graph
+    assert "gt(scene\\,0.3)" in graph
+    assert argv.count("-i") == 1
+    i = argv.index("/out/frames/%010d.jpg")
+    assert argv[argv.index("-enc_time_base") + 1] == "1/1000" and "-frame_pts" in argv[:i]
+    assert argv[-1] == "/out/asr/audio.flac" and argv[argv.index("flac") - 4 : -1].count("16000")
+
+
+def test_frame_interval_stretches_for_long_videos() -> None:
+    s = load_settings()
+    assert frame_interval_seconds(60, s.frames) == 1.0
+    assert frame_interval_seconds(3600, s.frames) == 6.0  # 600 frames at most

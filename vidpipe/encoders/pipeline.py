@@ -90,6 +90,9 @@ class TranscodeResult:
     master_text: str
     encode_wall_seconds: float
     encode_cpu_seconds: float
+    frames_index: str | None = None  # frames/index.json: sampled frames for vision stages
+    frame_count: int = 0
+    asr_audio: str | None = None  # 16 kHz mono FLAC for speech recognition
 
 
 def new_attempt_id() -> str:
@@ -145,6 +148,7 @@ def encode_attempt(
         encode=settings.encode,
         thumbnails=settings.thumbnails,
         layout=layout,
+        frames=settings.frames,
     )
     prepare_dirs(job)
     expect = [layout.playlist(r.name) for r in plan.video]
@@ -185,6 +189,8 @@ def transcode_to_storage(
         poster, blank, storyboard = (
             _thumbnails(out, info, settings) if video else (None, False, None)
         )
+        frame_count = write_frame_index(OutputLayout(out).frames_dir) if video else 0
+        asr = OutputLayout(out).asr_audio
         master = hls.master_playlist(video, audio, attempt)
         prefix = attempt
         files = _upload_tree(storage, out, f"videos/{source.video_id}", prefix)
@@ -204,7 +210,21 @@ def transcode_to_storage(
             master_text=master,
             encode_wall_seconds=round(wall, 3),
             encode_cpu_seconds=round(cpu, 3),
+            frames_index=f"{prefix}/frames/index.json" if frame_count else None,
+            frame_count=frame_count,
+            asr_audio=f"{prefix}/{asr.relative_to(out).as_posix()}" if asr.is_file() else None,
         )
+
+
+def write_frame_index(frames_dir: Path) -> int:
+    """Write ``index.json`` (``[{"t": seconds, "file": name}]``) for the sampled frames.
+
+    The transcode names each frame by its presentation time in milliseconds.
+    """
+    frames = sorted(frames_dir.glob("*.jpg"), key=lambda p: int(p.stem))
+    index = [{"t": int(p.stem) / 1000, "file": p.name} for p in frames]
+    (frames_dir / "index.json").write_text(json.dumps(index))
+    return len(index)
 
 
 def _thumbnails(

@@ -1,7 +1,9 @@
 """The ladder's ffmpeg command: one decode, a cascaded split-and-scale, every output.
 
 One ffmpeg process reads the source once and writes every video rung, the
-audio rendition, the storyboard tiles and the poster candidates. Each rung is
+audio rendition, the storyboard tiles, the poster candidates, the frames the
+vision stages sample (1 fps plus scene changes, named by their time in ms)
+and 16 kHz mono audio for speech recognition. Each rung is
 scaled from the rung above it (a cascade), which costs less than scaling every
 rung from the full-size source. Builders are pure and return argv lists.
 """
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vidpipe.encoders.ladder import LadderPlan, Rendition
-from vidpipe.infra.settings import EncodeSettings, ThumbnailSettings
+from vidpipe.infra.settings import EncodeSettings, FrameSettings, ThumbnailSettings
 
 # NVENC has no x264 presets; map them onto its p1 (fastest) .. p7 (slowest).
 _NVENC_PRESETS = {
@@ -50,6 +52,14 @@ class OutputLayout:
     def candidates_dir(self) -> Path:
         return self.root / "work" / "poster"
 
+    @property
+    def frames_dir(self) -> Path:
+        return self.root / "frames"
+
+    @property
+    def asr_audio(self) -> Path:
+        return self.root / "asr" / "audio.flac"
+
 
 @dataclass(frozen=True)
 class TranscodeJob:
@@ -60,6 +70,10 @@ class TranscodeJob:
     encode: EncodeSettings
     thumbnails: ThumbnailSettings
     layout: OutputLayout
+    frames: FrameSettings
+
+
+ASR_SAMPLE_RATE_HZ = 16000
 
 
 def gop_frames(fps: str, segment_seconds: int) -> int:
@@ -177,6 +191,7 @@ def build_filtergraph(job: TranscodeJob) -> tuple[str, list[str]]:
             branches.append("[tilesrc]")  # storyboard tiles from the smallest rung
         if i == 0:
             branches.append("[postersrc]")  # poster candidates at full rung size
+            branches.append("[framesrc]")  # frames for the vision stages
         head = f"fps={fps}," if i == 0 else ""
         chains.append(
             f"{prev}{head}scale={rung.width}:{rung.height}:flags=bicubic,setsar=1,"
@@ -190,7 +205,37 @@ def build_filtergraph(job: TranscodeJob) -> tuple[str, list[str]]:
     )
     poster_rate = thumbs.poster_candidates / max(job.duration_seconds, 1e-3)
     chains.append(f"[postersrc]fps={poster_rate:.6f}[poster]")
-    return ";".join(chains), [*labels, "tiles", "poster"]
+    chains.append(f"[framesrc]{frame_sampler(job)}[frames]")
+    return ";".join(chains), [*labels, "tiles", "poster", "frames"]
+
+
+def frame_interval_seconds(duration_seconds: float, frames: FrameSettings) -> float:
+    """Seconds between regular samples: ``1/fps``, stretched so a long video stays under the cap."""
+    return max(1.0 / frames.fps, duration_seconds / frames.max_frames)
+
+
+def frame_sampler(job: TranscodeJob) -> str:
+    """Scale to fit ``width`` and keep one frame per interval, plus scene changes.
+
+    Scene-change picks need 0.25 s since the last pick, so a strobe cannot
+    flood the sample; timestamps are rebased to milliseconds for file names.
+    """
+    f = job.frames
+    interval = frame_interval_seconds(job.duration_seconds, f)
+    pick = f"isnan(prev_selected_t)+gte(t-prev_selected_t\\,{interval:.6f})"
+    if f.scene_threshold > 0:
+        pick += f"+gt(scene\\,{f.scene_threshold:g})*gte(t-prev_selected_t\\,0.25)"
+    return (
+        f"scale={f.width}:{f.width}:force_original_aspect_ratio=decrease:force_divisible_by=2,"
+        f"select='{pick}',settb=1/1000"
+    )
+
+
+def _image_output(label: str, pattern: Path, quality: int, *extra: str) -> list[str]:
+    return [
+        "-map", f"[{label}]", "-an", "-c:v", "mjpeg", "-q:v", str(quality),
+        "-fps_mode", "passthrough", *extra, "-f", "image2", str(pattern),
+    ]  # fmt: skip
 
 
 def build_transcode_argv(ffmpeg: str, job: TranscodeJob) -> list[str]:
@@ -223,32 +268,13 @@ def build_transcode_argv(ffmpeg: str, job: TranscodeJob) -> list[str]:
             argv += ["-map", f"[{labels[i]}]", "-an", "-sn", "-dn"]
             argv += _video_codec_args(job, rung)
             argv += ["-video_track_timescale", "90000", *_hls_muxer(job, rung.name)]
-        argv += [
-            "-map",
-            "[tiles]",
-            "-an",
-            "-c:v",
-            "mjpeg",
-            "-q:v",
-            "5",
-            "-fps_mode",
-            "passthrough",
-            "-f",
-            "image2",
-            str(job.layout.tiles_dir / "tile_%05d.jpg"),
-            "-map",
-            "[poster]",
-            "-an",
-            "-c:v",
-            "mjpeg",
-            "-q:v",
-            "2",
-            "-fps_mode",
-            "passthrough",
-            "-f",
-            "image2",
-            str(job.layout.candidates_dir / "cand_%03d.jpg"),
-        ]
+        argv += _image_output("tiles", job.layout.tiles_dir / "tile_%05d.jpg", 5)
+        argv += _image_output("poster", job.layout.candidates_dir / "cand_%03d.jpg", 2)
+        cap = str(round(job.frames.max_frames * 1.5))  # regular picks plus scene changes
+        argv += _image_output(
+            "frames", job.layout.frames_dir / "%010d.jpg", 3,
+            "-enc_time_base", "1/1000", "-frame_pts", "1", "-frames:v", cap,
+        )  # fmt: skip
     if job.plan.audio is not None:
         a = job.plan.audio
         argv += [
@@ -267,6 +293,10 @@ def build_transcode_argv(ffmpeg: str, job: TranscodeJob) -> list[str]:
             str(a.sample_rate_hz),
             *_hls_muxer(job, a.name),
         ]
+        argv += [
+            "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(ASR_SAMPLE_RATE_HZ),
+            "-c:a", "flac", "-f", "flac", str(job.layout.asr_audio),
+        ]  # fmt: skip
     return argv
 
 
@@ -280,3 +310,6 @@ def prepare_dirs(job: TranscodeJob) -> None:
     if job.plan.video:
         job.layout.tiles_dir.mkdir(parents=True, exist_ok=True)
         job.layout.candidates_dir.mkdir(parents=True, exist_ok=True)
+        job.layout.frames_dir.mkdir(parents=True, exist_ok=True)
+    if job.plan.audio:
+        job.layout.asr_audio.parent.mkdir(parents=True, exist_ok=True)

@@ -92,6 +92,15 @@ class ThumbnailSettings(_Section):
     storyboard_rows: int = Field(10, ge=1, le=50, description="Rows per sprite sheet.")
 
 
+class FrameSettings(_Section):
+    fps: float = Field(1.0, gt=0, le=30, description="Regular samples per second for vision.")
+    scene_threshold: float = Field(
+        0.3, ge=0, le=1, description="Also sample on scene changes above this score; 0 disables."
+    )
+    max_frames: int = Field(600, ge=1, le=20000, description="Most frames sampled per video.")
+    width: int = Field(640, ge=64, le=1920, description="Longest side of a sampled frame, px.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VIDPIPE_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -102,6 +111,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     encode: EncodeSettings = EncodeSettings()
     thumbnails: ThumbnailSettings = ThumbnailSettings()
+    frames: FrameSettings = FrameSettings()
 
     @classmethod
     def settings_customise_sources(

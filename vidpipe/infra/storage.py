@@ -103,6 +103,7 @@ class LocalStorage(Storage):
         os.close(fd)
         try:
             shutil.copyfile(path, tmp)
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are served to others
             os.replace(tmp, dest)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -117,6 +118,7 @@ class LocalStorage(Storage):
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are served to others
             os.replace(tmp, dest)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
