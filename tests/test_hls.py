@@ -176,3 +176,28 @@ def test_validator_refuses_rungs_with_different_segment_counts(
     shrunk = hls.measure(root, video[2].name, "video")
     with pytest.raises(PlaylistInvalid, match="disagree on segment count"):
         hls.validate_attempt(root, [video[0], shrunk], None, 5.28, 0.04)
+
+
+def test_master_subtitle_group_on_every_variant() -> None:
+    video = [
+        mp("avc_720p25_5000k", "video", "avc1.64001f", [2_500_000], 1280, 720),
+        mp("avc_240p25_500k", "video", "avc1.640015", [250_000], 426, 240),
+    ]
+    audio = mp("aac_128k_2ch", "audio", "mp4a.40.2", [64_000])
+    track = hls.SubtitleTrack("captions/x/en.m3u8", "en", "English (auto)")
+    master = m3u8.loads(hls.master_playlist(video, audio, "a", subtitles=[track]))
+    subs = [m for m in master.media if m.type == "SUBTITLES"]
+    assert len(subs) == 1
+    s = subs[0]
+    assert (s.group_id, s.language, s.name, s.default, s.autoselect, s.uri) == (
+        "subs",
+        "en",
+        "English (auto)",
+        "YES",
+        "YES",
+        "a/captions/x/en.m3u8",
+    )
+    assert all(p.stream_info.subtitles == "subs" for p in master.playlists)
+    # Without captions no variant names a SUBTITLES group.
+    plain = m3u8.loads(hls.master_playlist(video, audio, "a"))
+    assert all(p.stream_info.subtitles is None for p in plain.playlists)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import itertools
+import json
 import os
 from fractions import Fraction
 from pathlib import Path

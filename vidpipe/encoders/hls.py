@@ -8,8 +8,10 @@ AVERAGE-BANDWIDTH the mean, and CODECS come from the bitstream itself.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 import av
 import m3u8
@@ -17,6 +19,7 @@ import m3u8
 from vidpipe.infra.errors import PlaylistInvalid
 
 AUDIO_GROUP = "aud"
+SUBTITLE_GROUP = "subs"
 
 
 @dataclass(frozen=True)
@@ -245,8 +248,38 @@ def _attr(value: str) -> str:
     return f'"{value}"'
 
 
+class Variant(Protocol):
+    """What the master needs of a measured rendition (MediaPlaylist or a stage result)."""
+
+    @property
+    def playlist(self) -> str: ...
+    @property
+    def codecs(self) -> str: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def fps(self) -> float: ...
+    @property
+    def peak_bps(self) -> int: ...
+    @property
+    def average_bps(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class SubtitleTrack:
+    playlist: str  # URI of the WebVTT media playlist, relative to the master
+    language: str  # BCP 47, e.g. "en"
+    name: str  # shown in the player's menu, e.g. "English (auto)"
+    default: bool = True
+
+
 def master_playlist(
-    video: list[MediaPlaylist], audio: MediaPlaylist | None, uri_prefix: str
+    video: Sequence[Variant],
+    audio: Variant | None,
+    uri_prefix: str = "",
+    subtitles: Sequence[SubtitleTrack] = (),
 ) -> str:
     """The master playlist text; ``uri_prefix`` leads from the master to the attempt."""
     lines = ["#EXTM3U", "#EXT-X-VERSION:6", "#EXT-X-INDEPENDENT-SEGMENTS"]
@@ -256,6 +289,13 @@ def master_playlist(
             f"#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID={_attr(AUDIO_GROUP)},NAME={_attr('Audio')},"
             f"LANGUAGE={_attr('und')},DEFAULT=YES,AUTOSELECT=YES,"
             f"URI={_attr(prefix + audio.playlist)}"
+        )
+    for track in subtitles:
+        lines.append(
+            f"#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID={_attr(SUBTITLE_GROUP)},"
+            f"NAME={_attr(track.name)},LANGUAGE={_attr(track.language)},"
+            f"DEFAULT={'YES' if track.default else 'NO'},AUTOSELECT=YES,"
+            f"URI={_attr(prefix + track.playlist)}"
         )
     for rung in sorted(video, key=lambda r: r.peak_bps, reverse=True):
         codecs = rung.codecs + (f",{audio.codecs}" if audio else "")
@@ -270,13 +310,18 @@ def master_playlist(
         ]
         if audio is not None:
             attrs.append(f"AUDIO={_attr(AUDIO_GROUP)}")
+        if subtitles:
+            attrs.append(f"SUBTITLES={_attr(SUBTITLE_GROUP)}")
         lines += ["#EXT-X-STREAM-INF:" + ",".join(attrs), prefix + rung.playlist]
     if not video and audio is not None:
-        lines += [
-            f"#EXT-X-STREAM-INF:BANDWIDTH={audio.peak_bps},AVERAGE-BANDWIDTH={audio.average_bps},"
+        attrs = [
+            f"BANDWIDTH={audio.peak_bps}",
+            f"AVERAGE-BANDWIDTH={audio.average_bps}",
             f"CODECS={_attr(audio.codecs)}",
-            prefix + audio.playlist,
         ]
+        if subtitles:
+            attrs.append(f"SUBTITLES={_attr(SUBTITLE_GROUP)}")
+        lines += ["#EXT-X-STREAM-INF:" + ",".join(attrs), prefix + audio.playlist]
     return "\n".join(lines) + "\n"
 
 

@@ -14,8 +14,7 @@ import hashlib
 import json
 import secrets
 import shutil
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +51,8 @@ class RenditionResult:
     target_kbps: int
     average_kbps: float
     peak_kbps: float
+    average_bps: int
+    peak_bps: int
     segments: int
     duration_seconds: float
     bytes: int
@@ -87,7 +88,6 @@ class TranscodeResult:
     poster_is_blank: bool
     storyboard: StoryboardResult | None
     files: tuple[StoredFile, ...]
-    master_text: str
     encode_wall_seconds: float
     encode_cpu_seconds: float
     frames_index: str | None = None  # frames/index.json: sampled frames for vision stages
@@ -120,6 +120,8 @@ def _rendition(mp: hls.MediaPlaylist, prefix: str, target_kbps: int) -> Renditio
         target_kbps=target_kbps,
         average_kbps=round(mp.average_bps / 1000, 1),
         peak_kbps=round(mp.peak_bps / 1000, 1),
+        average_bps=mp.average_bps,
+        peak_bps=mp.peak_bps,
         segments=len(mp.segments),
         duration_seconds=round(mp.duration_seconds, 3),
         bytes=mp.total_bytes,
@@ -191,7 +193,6 @@ def transcode_to_storage(
         )
         frame_count = write_frame_index(OutputLayout(out).frames_dir) if video else 0
         asr = OutputLayout(out).asr_audio
-        master = hls.master_playlist(video, audio, attempt)
         prefix = attempt
         files = _upload_tree(storage, out, f"videos/{source.video_id}", prefix)
         targets = {r.name: r.video_bitrate_kbps for r in plan.video}
@@ -207,7 +208,6 @@ def transcode_to_storage(
             poster_is_blank=blank,
             storyboard=_prefixed(storyboard, prefix) if storyboard else None,
             files=files,
-            master_text=master,
             encode_wall_seconds=round(wall, 3),
             encode_cpu_seconds=round(cpu, 3),
             frames_index=f"{prefix}/frames/index.json" if frame_count else None,
@@ -289,13 +289,33 @@ class PublishResult:
     changed: bool  # False when this exact attempt was already published
 
 
+@dataclass(frozen=True)
+class StageOutput:
+    """What a stage after the transcode adds to a publish.
+
+    ``summary`` goes into the manifest under ``name``; ``files`` (keys relative
+    to ``videos/{id}/``) must exist in storage before the master is written;
+    ``subtitles`` become a SUBTITLES group in the master.
+    """
+
+    name: str
+    summary: dict[str, Any]
+    files: tuple[StoredFile, ...] = ()
+    subtitles: tuple[hls.SubtitleTrack, ...] = ()
+
+
 def build_manifest(
     source: SourceRef,
     info: VideoInfo,
     result: TranscodeResult,
     stages: dict[str, dict[str, Any]],
+    extras: Sequence[StageOutput] = (),
 ) -> dict[str, Any]:
-    """The manifest: source facts, renditions, thumbnails, every file, stage timings."""
+    """The manifest: source facts, renditions, thumbnails, every file, stage results and timings.
+
+    ``content_sha256`` covers everything but timings, so publishing the same
+    content twice can be recognised and skipped.
+    """
     src = info.to_dict() | {
         "sha256": source.sha256,
         "size_bytes": source.size_bytes,
@@ -308,6 +328,7 @@ def build_manifest(
             "poster_is_blank": result.poster_is_blank,
             "storyboard": asdict(result.storyboard) if result.storyboard else None,
         }
+    files = [*result.files, *(f for extra in extras for f in extra.files)]
     body = {
         "video_id": result.video_id,
         "attempt": result.attempt,
@@ -318,9 +339,12 @@ def build_manifest(
             "segment_format": result.segment_format,
             "video": [asdict(r) for r in result.video],
             "audio": asdict(result.audio) if result.audio else None,
+            "subtitles": [asdict(t) for extra in extras for t in extra.subtitles],
         },
         "thumbnails": thumbs,
-        "files": [asdict(f) for f in result.files],
+        "frames": {"index": result.frames_index, "count": result.frame_count},
+        **{extra.name: extra.summary for extra in extras},
+        "files": [asdict(f) for f in files],
     }
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     return {
@@ -333,49 +357,54 @@ def build_manifest(
     }
 
 
+def _missing(storage: Storage, base: str, files: Sequence[StoredFile]) -> list[str]:
+    """Keys of ``files`` that are absent from storage or have the wrong size."""
+    listed: dict[str, int] = {}
+    for top in sorted({f.key.split("/", 1)[0] for f in files}):
+        listed |= storage.sizes(f"{base}/{top}")
+    return [f.key for f in files if listed.get(f"{base}/{f.key}") != f.bytes]
+
+
 def publish(
     source: SourceRef,
     info: VideoInfo,
     result: TranscodeResult,
     stages: dict[str, dict[str, Any]],
     storage: Storage,
+    extras: Sequence[StageOutput] = (),
 ) -> PublishResult:
-    """Verify the attempt is whole in storage, then write manifest.json and master.m3u8 last.
+    """Verify every file is in storage, then write manifest.json, and master.m3u8 last.
 
-    Publishing the attempt that is already live writes nothing.
+    Publishing content that is already live writes nothing.
     """
     base = f"videos/{result.video_id}"
     master_key, manifest_key = f"{base}/master.m3u8", f"{base}/manifest.json"
-    manifest = build_manifest(source, info, result, stages)
-    current = storage.get_bytes(manifest_key)
-    if current is not None and storage.exists(master_key):
-        live = json.loads(current)
-        if live.get("content_sha256") == manifest["content_sha256"]:
-            return PublishResult(
-                result.video_id,
-                result.attempt,
-                storage.url(master_key),
-                storage.url(manifest_key),
-                changed=False,
-            )
 
-    stored = storage.sizes(f"{base}/{result.attempt}")
-    missing = [f.key for f in result.files if stored.get(f"{base}/{f.key}") != f.bytes]
+    def outcome(changed: bool) -> PublishResult:
+        return PublishResult(
+            result.video_id, result.attempt, storage.url(master_key),
+            storage.url(manifest_key), changed=changed,
+        )  # fmt: skip
+
+    manifest = build_manifest(source, info, result, stages, extras)
+    current = storage.get_bytes(manifest_key)
+    live = json.loads(current).get("content_sha256") if current is not None else None
+    if live == manifest["content_sha256"] and storage.exists(master_key):
+        return outcome(changed=False)
+
+    files = [*result.files, *(f for extra in extras for f in extra.files)]
+    missing = _missing(storage, base, files)
     if missing:
         raise PlaylistInvalid(
             f"attempt {result.attempt} is incomplete in storage ({len(missing)} files missing, "
             f"e.g. {missing[0]}); re-run to encode a fresh attempt"
         )
-    hls.validate_master(result.master_text, {f.key: f.bytes for f in result.files})
+    subtitles = [t for extra in extras for t in extra.subtitles]
+    master = hls.master_playlist(result.video, result.audio, subtitles=subtitles)
+    hls.validate_master(master, {f.key: f.bytes for f in files})
     storage.put_bytes(manifest_key, json.dumps(manifest, indent=2).encode())
-    storage.put_bytes(master_key, result.master_text.encode())
-    return PublishResult(
-        result.video_id,
-        result.attempt,
-        storage.url(master_key),
-        storage.url(manifest_key),
-        changed=True,
-    )
+    storage.put_bytes(master_key, master.encode())
+    return outcome(changed=True)
 
 
 def stage_timing(wall_seconds: float, cpu_seconds: float, cached: bool) -> dict[str, Any]:
@@ -384,9 +413,3 @@ def stage_timing(wall_seconds: float, cpu_seconds: float, cached: bool) -> dict[
         "cpu_seconds": round(cpu_seconds, 3),
         "cached": cached,
     }
-
-
-def timed() -> Callable[[], tuple[float, float]]:
-    """Start a wall/CPU stopwatch for this process; call the result to read it."""
-    wall0, cpu0 = time.monotonic(), time.process_time()
-    return lambda: (time.monotonic() - wall0, time.process_time() - cpu0)
