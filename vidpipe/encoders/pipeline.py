@@ -66,16 +66,6 @@ class StoredFile:
 
 
 @dataclass(frozen=True)
-class StoryboardResult:
-    vtt: str
-    sprites: tuple[str, ...]
-    tile_width: int
-    tile_height: int
-    tiles: int
-    interval_seconds: float
-
-
-@dataclass(frozen=True)
 class TranscodeResult:
     """A reference to one uploaded, validated, not yet published attempt."""
 
@@ -86,7 +76,7 @@ class TranscodeResult:
     audio: RenditionResult | None
     poster: str | None
     poster_is_blank: bool
-    storyboard: StoryboardResult | None
+    storyboard: thumbnails.Storyboard | None
     files: tuple[StoredFile, ...]
     encode_wall_seconds: float
     encode_cpu_seconds: float
@@ -206,7 +196,7 @@ def transcode_to_storage(
             else None,
             poster=f"{prefix}/{poster}" if poster else None,
             poster_is_blank=blank,
-            storyboard=_prefixed(storyboard, prefix) if storyboard else None,
+            storyboard=storyboard.under(prefix) if storyboard else None,
             files=files,
             encode_wall_seconds=round(wall, 3),
             encode_cpu_seconds=round(cpu, 3),
@@ -229,7 +219,7 @@ def write_frame_index(frames_dir: Path) -> int:
 
 def _thumbnails(
     out: Path, info: VideoInfo, settings: Settings
-) -> tuple[str, bool, StoryboardResult]:
+) -> tuple[str, bool, thumbnails.Storyboard]:
     layout = OutputLayout(out)
     t = settings.thumbnails
     candidates = sorted(layout.candidates_dir.glob("*.jpg"))
@@ -245,26 +235,7 @@ def _thumbnails(
         duration_seconds=info.duration_seconds,
     )
     shutil.rmtree(out / "work")
-    rel = StoryboardResult(
-        vtt="thumbs/storyboard.vtt",
-        sprites=tuple(f"thumbs/{p.name}" for p in board.sprites),
-        tile_width=board.tile_width,
-        tile_height=board.tile_height,
-        tiles=board.tiles,
-        interval_seconds=board.interval_seconds,
-    )
-    return "thumbs/poster.jpg", not good, rel
-
-
-def _prefixed(board: StoryboardResult, prefix: str) -> StoryboardResult:
-    return StoryboardResult(
-        vtt=f"{prefix}/{board.vtt}",
-        sprites=tuple(f"{prefix}/{s}" for s in board.sprites),
-        tile_width=board.tile_width,
-        tile_height=board.tile_height,
-        tiles=board.tiles,
-        interval_seconds=board.interval_seconds,
-    )
+    return "thumbs/poster.jpg", not good, board.under("thumbs")
 
 
 def _upload_tree(storage: Storage, root: Path, base: str, prefix: str) -> tuple[StoredFile, ...]:

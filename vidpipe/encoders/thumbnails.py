@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import webvtt
@@ -57,12 +57,18 @@ def pick_poster(candidates: list[Path]) -> tuple[FrameScore, bool]:
 
 @dataclass(frozen=True)
 class Storyboard:
-    vtt: Path
-    sprites: tuple[Path, ...]
+    vtt: str  # path of the WebVTT track, relative to where it was written
+    sprites: tuple[str, ...]  # sprite sheets, relative likewise
     tile_width: int
     tile_height: int
     tiles: int
     interval_seconds: float
+
+    def under(self, prefix: str) -> Storyboard:
+        """The same storyboard with ``prefix/`` in front of every path."""
+        return replace(
+            self, vtt=f"{prefix}/{self.vtt}", sprites=tuple(f"{prefix}/{s}" for s in self.sprites)
+        )
 
 
 def _timestamp(seconds: float) -> str:
@@ -122,7 +128,8 @@ def build_storyboard(
         sprites.append(path)
     vtt_path = out_dir / "storyboard.vtt"
     vtt.save(str(vtt_path))
-    return Storyboard(vtt_path, tuple(sprites), tile_w, tile_h, count, interval_seconds)
+    names = tuple(p.name for p in sprites)
+    return Storyboard(vtt_path.name, names, tile_w, tile_h, count, interval_seconds)
 
 
 def save_poster(choice: FrameScore, dest: Path) -> Path:
