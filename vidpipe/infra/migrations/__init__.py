@@ -1,0 +1,1 @@
+"""Alembic migrations for the catalog; applied by ``vidpipe.infra.catalog.migrate``."""

@@ -1,0 +1,1 @@
+"""Catalog schema revisions, oldest first. Plain SQL through ``op.execute``."""
