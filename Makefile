@@ -16,16 +16,18 @@ test: install system-deps player-deps lint
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements-nodeps.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	touch $@
 
-## Debian's Chromium plays the ladder in the player test.
+## Debian's Chromium plays the ladder in the player test; espeak-ng speaks test clips.
 system-deps:
-	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
-		$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@command -v chromium >/dev/null && command -v espeak-ng >/dev/null || { \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium espeak-ng; }
 
 ## hls.js and playwright-core, pinned by package-lock.json (no browser download).
 player-deps:

@@ -43,6 +43,7 @@ class MediaPlaylist:
     height: int = 0
     fps: float = 0.0
     target_kbps: int = 0
+    start_pts_90k: int = 0  # first packet's presentation time, 90 kHz ticks
 
     @property
     def duration_seconds(self) -> float:
@@ -76,6 +77,7 @@ class _FirstPacket:
     width: int
     height: int
     fps: float
+    pts_90k: int
 
 
 def _first_packet(data: bytes, fmt: str) -> _FirstPacket:
@@ -93,6 +95,9 @@ def _first_packet(data: bytes, fmt: str) -> _FirstPacket:
                     int(getattr(ctx, "width", 0) or 0),
                     int(getattr(ctx, "height", 0) or 0),
                     float(rate or 0),
+                    round(float(packet.pts * packet.time_base) * 90000)
+                    if packet.pts is not None and packet.time_base is not None
+                    else 0,
                 )
     raise PlaylistInvalid("a segment holds no packets")
 
@@ -157,6 +162,7 @@ def measure(attempt_dir: Path, name: str, kind: str) -> MediaPlaylist:
             width=first.width,
             height=first.height,
             fps=first.fps,
+            start_pts_90k=first.pts_90k,
         )
     return MediaPlaylist(name, str(rel), kind, aac_codec_string(first.config), segments, init_bytes)
 

@@ -53,6 +53,7 @@ class RenditionResult:
     peak_kbps: float
     average_bps: int
     peak_bps: int
+    start_pts_90k: int
     segments: int
     duration_seconds: float
     bytes: int
@@ -112,6 +113,7 @@ def _rendition(mp: hls.MediaPlaylist, prefix: str, target_kbps: int) -> Renditio
         peak_kbps=round(mp.peak_bps / 1000, 1),
         average_bps=mp.average_bps,
         peak_bps=mp.peak_bps,
+        start_pts_90k=mp.start_pts_90k,
         segments=len(mp.segments),
         duration_seconds=round(mp.duration_seconds, 3),
         bytes=mp.total_bytes,
@@ -184,7 +186,7 @@ def transcode_to_storage(
         frame_count = write_frame_index(OutputLayout(out).frames_dir) if video else 0
         asr = OutputLayout(out).asr_audio
         prefix = attempt
-        files = _upload_tree(storage, out, f"videos/{source.video_id}", prefix)
+        files = upload_tree(storage, out, f"videos/{source.video_id}", prefix)
         targets = {r.name: r.video_bitrate_kbps for r in plan.video}
         return TranscodeResult(
             video_id=source.video_id,
@@ -238,7 +240,7 @@ def _thumbnails(
     return "thumbs/poster.jpg", not good, board.under("thumbs")
 
 
-def _upload_tree(storage: Storage, root: Path, base: str, prefix: str) -> tuple[StoredFile, ...]:
+def upload_tree(storage: Storage, root: Path, base: str, prefix: str) -> tuple[StoredFile, ...]:
     """Upload every file under ``root`` to ``{base}/{prefix}/...``; playlists last."""
     files = sorted(
         (p for p in root.rglob("*") if p.is_file()), key=lambda p: (p.suffix == ".m3u8", str(p))

@@ -172,6 +172,229 @@ def process(
         out.print(f"poster: {base}/{result.transcode.poster}")
 
 
+def _settings(config_file: Path | None, data_dir: Path | None) -> Any:
+    from vidpipe.infra.settings import load_settings
+
+    return load_settings(config_file, data_dir=str(data_dir) if data_dir else None)
+
+
+def _catalog(settings: Any) -> Any:
+    from vidpipe.infra.catalog import open_catalog
+
+    return open_catalog(settings.database_url, settings.data_dir)
+
+
+def _bad_input(exc: PermanentError) -> typer.Exit:
+    console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_BAD_INPUT)
+
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML override file.")]
+DataDirOpt = Annotated[Path | None, typer.Option(help="Data directory (default ./vidpipe-data).")]
+
+
+@app.command("ls")
+def list_videos(
+    status: Annotated[str | None, typer.Option(help="Only videos in this status.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10000)] = 100,
+    config_file: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """List videos in the catalog, newest first."""
+    try:
+        with _catalog(_settings(config_file, data_dir)) as catalog:
+            videos = catalog.list_videos(status=status, limit=limit)
+    except PermanentError as exc:
+        raise _bad_input(exc) from None
+    table = Table(title=f"{len(videos)} videos", title_justify="left")
+    for col in ("id", "status", "kind", "duration s", "published attempt", "updated"):
+        table.add_column(col)
+    for v in videos:
+        duration = f"{v.duration_seconds:.1f}" if v.duration_seconds else "-"
+        table.add_row(
+            v.id,
+            v.status,
+            v.kind or "-",
+            duration,
+            v.published_attempt or "-",
+            v.updated_at.isoformat(timespec="seconds"),
+        )
+    out.print(table)
+
+
+@app.command()
+def show(
+    video_id: Annotated[str, typer.Argument(help="The video id (see vidpipe ls).")],
+    config_file: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Facts, renditions, stages with their cost, safety verdicts and top labels of a video."""
+    try:
+        with _catalog(_settings(config_file, data_dir)) as catalog:
+            details = catalog.show(video_id)
+    except PermanentError as exc:
+        raise _bad_input(exc) from None
+    if details is None:
+        console.print(f"[red]error:[/red] no video {video_id!r} in the catalog; see vidpipe ls")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    v = details.video
+    out.print(
+        f"[bold]{v.id}[/bold]  {v.status}  {v.kind or ''}  "
+        f"{(v.duration_seconds or 0):.2f} s  sha256 {v.source_sha256[:16]}…  "
+        f"{_human_bytes(v.size_bytes)}"
+    )
+    if v.error:
+        out.print(f"[red]last error:[/red] {v.error}")
+    if details.renditions:
+        table = Table(title=f"renditions (attempt {v.published_attempt})", title_justify="left")
+        for col in ("rendition", "resolution", "codecs", "avg kbps", "peak kbps", "size"):
+            table.add_column(col)
+        for r in details.renditions:
+            res = f"{r.width}x{r.height}" if r.width else "audio"
+            table.add_row(
+                r.name,
+                res,
+                r.codecs,
+                f"{r.average_kbps:.0f}",
+                f"{r.peak_kbps:.0f}",
+                _human_bytes(r.bytes),
+            )
+        out.print(table)
+    stages = Table(title="stages", title_justify="left")
+    for col in ("stage", "version", "options", "status", "wall s", "cpu s", "gpu s", ""):
+        stages.add_column(col)
+    for s in details.stages:
+        stages.add_row(
+            s.stage,
+            s.stage_version,
+            s.options_hash[:12],
+            s.status,
+            f"{s.wall_seconds or 0:.2f}",
+            f"{s.cpu_seconds or 0:.2f}",
+            f"{s.gpu_seconds or 0:.2f}",
+            "cached" if s.cached else "",
+        )
+    out.print(stages)
+    if details.safety:
+        safety = Table(title="safety", title_justify="left")
+        for col in ("check", "status", "verdict", "score"):
+            safety.add_column(col)
+        for sv in details.safety:
+            score = "-" if sv.score is None else f"{sv.score:.3f}"
+            safety.add_row(sv.check_name, sv.status, sv.verdict or "-", score)
+        out.print(safety)
+    if details.labels:
+        labels = Table(title="top labels", title_justify="left")
+        for col in ("label", "seconds", "max conf", "first s", "last s"):
+            labels.add_column(col)
+        for lb in details.labels:
+            labels.add_row(
+                lb.label,
+                f"{lb.seconds_present:.1f}",
+                f"{lb.max_confidence:.2f}",
+                f"{lb.first_seen_seconds:.1f}",
+                f"{lb.last_seen_seconds:.1f}",
+            )
+        out.print(labels)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What was said, in plain words.")],
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 10,
+    label: Annotated[str | None, typer.Option(help="Only videos where YOLO saw this.")] = None,
+    config_file: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Semantic search over transcript segments (MiniLM embeddings, pgvector HNSW, cosine)."""
+    if not query.strip():
+        console.print("[red]error:[/red] the query is empty; say what to look for")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    try:
+        from vidpipe.models.embed import embed_texts
+
+        settings = _settings(config_file, data_dir)
+        vector = embed_texts([query])[0]
+        with _catalog(settings) as catalog:
+            hits = catalog.search(vector, limit=limit, label=label)
+    except PermanentError as exc:
+        raise _bad_input(exc) from None
+    table = Table(title=f"{len(hits)} hits for {query!r}", title_justify="left")
+    for col in ("score", "video", "at", "snippet"):
+        table.add_column(col)
+    for h in hits:
+        m, sec = divmod(h.start_seconds, 60)
+        table.add_row(f"{h.score:.3f}", h.video_id, f"{int(m)}:{sec:04.1f}", h.text)
+    out.print(table)
+
+
+@app.command()
+def reprocess(
+    video_ids: Annotated[list[str] | None, typer.Argument(help="Videos to reprocess.")] = None,
+    all_videos: Annotated[bool, typer.Option("--all", help="Every video in the catalog.")] = False,
+    status: Annotated[str | None, typer.Option(help="Videos in this status, e.g. failed.")] = None,
+    since: Annotated[str | None, typer.Option(help="Videos updated since (YYYY-MM-DD).")] = None,
+    stages: Annotated[
+        str | None,
+        typer.Option(
+            help="With --force: the stages to re-run, comma-separated (probe,transcode,transcribe)."
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Re-run stages even when nothing changed.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Print the plan; change nothing.")] = False,
+    concurrency: Annotated[int, typer.Option(min=1, max=32, help="Videos at a time.")] = 1,
+    config_file: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Re-run what changed (stage version or options) for some videos, reusing the rest."""
+    _quiet_prefect(verbose=False)
+    apply_defaults()
+    from vidpipe.flows import reprocessing
+
+    try:
+        settings = _settings(config_file, data_dir)
+        with _catalog(settings) as catalog:
+            videos = reprocessing.select(
+                catalog, video_ids or [], all_videos=all_videos, status=status, since=since
+            )
+            forced = reprocessing.parse_stages(stages, force)
+            plans = [reprocessing.plan(catalog, settings, v, forced) for v in videos]
+    except PermanentError as exc:
+        raise _bad_input(exc) from None
+    table = Table(title=f"plan for {len(plans)} videos", title_justify="left")
+    for col in ("video", "stage", "recorded", "now", "action"):
+        table.add_column(col)
+    for p in plans:
+        for step in p.steps:
+            table.add_row(p.video_id, step.stage, step.recorded, step.current, step.action)
+    out.print(table)
+    if dry_run:
+        out.print(f"dry run: {sum(p.runs for p in plans)} of {len(plans)} videos would run")
+        return
+    with Progress(
+        TextColumn("[bold]reprocess"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        job = bar.add_task("reprocess", total=len(plans))
+        results = reprocessing.run_all(
+            plans, settings, config_file, concurrency, lambda: bar.advance(job)
+        )
+    summary = Table(title="reprocess summary", title_justify="left")
+    for col in ("video", "result", "detail"):
+        summary.add_column(col)
+    for r in results:
+        summary.add_row(r.video_id, r.result, r.detail)
+    out.print(summary)
+    failed = [r for r in results if r.result == "failed"]
+    out.print(f"{len(results) - len(failed)} ok, {len(failed)} failed")
+    if failed:
+        raise typer.Exit(EXIT_INTERNAL)
+
+
 @app.command()
 def config(
     config_file: Annotated[

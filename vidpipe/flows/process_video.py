@@ -10,8 +10,11 @@ was, because the master playlist is written last.
 
 from __future__ import annotations
 
+import inspect
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,16 +22,20 @@ from prefect import Task, flow, get_run_logger
 from prefect.client.schemas.objects import State
 
 from vidpipe.encoders.ladder import plan_ladder
-from vidpipe.encoders.pipeline import PublishResult, TranscodeResult, stage_timing
+from vidpipe.encoders.pipeline import PublishResult, StageOutput, TranscodeResult, stage_timing
 from vidpipe.encoders.probe import VideoInfo
-from vidpipe.infra.errors import PlaylistInvalid
+from vidpipe.flows import record
+from vidpipe.infra.catalog import Catalog, open_catalog
+from vidpipe.infra.errors import PermanentError, PlaylistInvalid
 from vidpipe.infra.ingest import SourceRef
 from vidpipe.infra.settings import Settings, load_ladder, load_settings, storage_overrides
+from vidpipe.infra.storage import open_storage
 from vidpipe.tasks.common import bind, results_here
 from vidpipe.tasks.ingest import ingest
 from vidpipe.tasks.probe import probe_source
 from vidpipe.tasks.publish import publish_attempt
 from vidpipe.tasks.transcode import transcode
+from vidpipe.tasks.transcribe import transcribe_audio
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,7 @@ class ProcessResult:
     transcode: TranscodeResult
     published: PublishResult
     stages: dict[str, dict[str, Any]]
+    extras: tuple[StageOutput, ...] = ()
 
 
 def build_settings(
@@ -52,6 +60,21 @@ def build_settings(
     return load_settings(Path(config) if config else None, **merged)
 
 
+_FORCE: ContextVar[frozenset[str]] = ContextVar("_FORCE", default=frozenset())
+
+
+def _stage_key(task: Task[Any, Any], args: tuple[Any, ...]) -> tuple[str, str]:
+    """(stage version, options hash) from the task's cache key; ("1", "-") if it has none."""
+    policy = task.cache_policy
+    fn = getattr(policy, "cache_key_fn", None)
+    if fn is None:
+        return "1", "-"
+    params = inspect.signature(task.fn).bind(*args).arguments
+    key = str(fn(None, params))  # "{stage}-v{version}-{sha256}-{options}"
+    _, version, _, options = key.rsplit("-", 3)
+    return version.removeprefix("v"), options
+
+
 def _run(
     name: str,
     task: Task[Any, Any],
@@ -61,8 +84,9 @@ def _run(
     refresh: bool = False,
 ) -> Any:
     wall0, cpu0 = time.monotonic(), time.process_time()
+    started = datetime.now(UTC)
     bound = bind(task, settings)
-    if refresh:
+    if refresh or name in _FORCE.get():
         bound = bound.with_options(refresh_cache=True)
     with results_here(settings):
         state = cast(State[Any], bound(*args, return_state=True))
@@ -70,7 +94,13 @@ def _run(
     wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
     if isinstance(result, TranscodeResult) and state.name != "Cached":
         cpu += result.encode_cpu_seconds  # ffmpeg's own CPU time, not ours
-    stages[name] = stage_timing(wall, cpu, cached=state.name == "Cached")
+    version, options = _stage_key(task, args)
+
+    stages[name] = stage_timing(wall, cpu, cached=state.name == "Cached") | {
+        "version": version,
+        "options_hash": options,
+        "started_at": started.isoformat(timespec="seconds"),
+    }
     return result
 
 
@@ -82,23 +112,62 @@ def process_video(
     config: str | None = None,
     video_id: str | None = None,
     overrides: dict[str, Any] | None = None,
+    force: list[str] | None = None,
 ) -> ProcessResult:
-    """Process one local file into a published HLS ladder under ``videos/{video_id}/``."""
+    """Process one local file into a published HLS ladder under ``videos/{video_id}/``.
+
+    ``force`` names stages to re-run even when their cached result is valid.
+    """
     log = get_run_logger()
     settings = build_settings(config, out, ladder, overrides)
     stages: dict[str, dict[str, Any]] = {}
+    _FORCE.set(frozenset(force or ()))
 
     src: SourceRef = _run("ingest", ingest, settings, stages, source, settings, video_id)
+    with open_catalog(settings.database_url, settings.data_dir) as catalog:
+        record.begin(catalog, src)
+        # A second run of the same video waits here and then finds the first one's work.
+        with catalog.video_lock(src.video_id):
+            record.start_processing(catalog, src.video_id)
+            try:
+                result = _process(src, settings, stages, catalog, log)
+            except PermanentError as exc:
+                record.fail(catalog, src.video_id, "rejected", exc, stages)
+                raise
+            except Exception as exc:
+                record.fail(catalog, src.video_id, "failed", exc, stages)
+                raise
+    return result
+
+
+def _process(
+    src: SourceRef,
+    settings: Settings,
+    stages: dict[str, dict[str, Any]],
+    catalog: Catalog,
+    log: Any,
+) -> ProcessResult:
     info: VideoInfo = _run("probe", probe_source, settings, stages, src, settings)
+    record.probed(catalog, src.video_id, info)
     log.info("probed %s: %s, %.2f s", src.video_id, info.kind, info.duration_seconds)
     plan = plan_ladder(info, load_ladder(settings.encode.ladder), settings.encode.fps_cap)
 
     encoded: TranscodeResult = _run(
         "transcode", transcode, settings, stages, src, info, plan, settings
     )
+    extras = _analyse(src, encoded, settings, stages)
     try:
         published: PublishResult = _run(
-            "publish", publish_attempt, settings, stages, src, info, encoded, stages, settings
+            "publish",
+            publish_attempt,
+            settings,
+            stages,
+            src,
+            info,
+            encoded,
+            extras,
+            stages,
+            settings,
         )
     except PlaylistInvalid as exc:
         # A cached attempt whose files are gone from storage: encode a fresh one.
@@ -106,13 +175,36 @@ def process_video(
         encoded = _run(
             "transcode", transcode, settings, stages, src, info, plan, settings, refresh=True
         )
+        extras = _analyse(src, encoded, settings, stages)
         published = _run(
-            "publish", publish_attempt, settings, stages, src, info, encoded, stages, settings
+            "publish",
+            publish_attempt,
+            settings,
+            stages,
+            src,
+            info,
+            encoded,
+            extras,
+            stages,
+            settings,
         )
+    record.published(catalog, open_storage(settings), src.video_id, encoded, extras, stages)
     log.info(
         "published %s attempt %s (changed=%s)", src.video_id, encoded.attempt, published.changed
     )
-    return ProcessResult(src, info, encoded, published, stages)
+    return ProcessResult(src, info, encoded, published, stages, tuple(extras))
+
+
+def _analyse(
+    src: SourceRef, encoded: TranscodeResult, settings: Settings, stages: dict[str, dict[str, Any]]
+) -> list[StageOutput]:
+    """The stages that read what the transcode sampled: captions, then vision."""
+    extras: list[StageOutput] = []
+    if settings.transcribe.enabled and encoded.asr_audio:
+        extras.append(
+            _run("transcribe", transcribe_audio, settings, stages, src, encoded, settings)
+        )
+    return extras
 
 
 if __name__ == "__main__":

@@ -101,6 +101,28 @@ class FrameSettings(_Section):
     width: int = Field(640, ge=64, le=1920, description="Longest side of a sampled frame, px.")
 
 
+class TranscribeSettings(_Section):
+    enabled: bool = Field(True, description="Transcribe speech into captions.")
+    engine: Literal["faster-whisper", "openai-whisper"] = Field(
+        "faster-whisper", description="faster-whisper (CTranslate2) or the reference engine."
+    )
+    model: str = Field(
+        "base",
+        description="A model path, or a name: base / tiny.en resolve to weights shipped in "
+        "installed packages, other names are downloaded by the engine where there is a network.",
+    )
+    language: str | None = Field(None, description="ISO 639-1 code; None detects per video.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA if present.")
+    compute_type: str = Field("auto", description="auto: int8 on CPU, float16 on CUDA.")
+    beam_size: int = Field(5, ge=1, le=32, description="Beam width at temperature 0.")
+    vad: bool = Field(True, description="Skip silence with Silero VAD before decoding.")
+    word_timestamps: bool = Field(False, description="Add per-word times to transcript.json.")
+    threads: int = Field(0, ge=0, le=256, description="CPU threads; 0 lets the engine decide.")
+    models_dir: Path | None = Field(
+        None, description="Where converted/assembled weights are cached; default ~/.cache/vidpipe."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VIDPIPE_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -112,6 +134,10 @@ class Settings(BaseSettings):
     encode: EncodeSettings = EncodeSettings()
     thumbnails: ThumbnailSettings = ThumbnailSettings()
     frames: FrameSettings = FrameSettings()
+    transcribe: TranscribeSettings = TranscribeSettings()
+    database_url: str | None = Field(
+        None, description="PostgreSQL DSN for the catalog; None starts the embedded server."
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -7,7 +7,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from vidpipe.encoders.pipeline import PublishResult, TranscodeResult, publish
+from vidpipe.encoders.pipeline import PublishResult, StageOutput, TranscodeResult, publish
 from vidpipe.encoders.probe import VideoInfo
 from vidpipe.infra.ingest import SourceRef
 from vidpipe.infra.settings import Settings
@@ -28,7 +28,8 @@ def publish_attempt(
     source: SourceRef,
     info: VideoInfo,
     result: TranscodeResult,
+    extras: list[StageOutput],
     stages: dict[str, dict[str, Any]],
     settings: Settings,
 ) -> PublishResult:
-    return publish(source, info, result, stages, open_storage(settings))
+    return publish(source, info, result, stages, open_storage(settings), extras)

@@ -1,0 +1,236 @@
+"""Caption files from transcript segments: WebVTT, SRT, transcript.json, HLS playlist.
+
+Plain functions over anything shaped like ``vidpipe.models.asr.Segment`` and
+``Transcript`` (this module sits below ``models/`` and never imports it, nor
+torch or whisper). Cue times are whole milliseconds; every cue has text and
+ends strictly after it starts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import webvtt
+
+MPEGTS_CLOCK_HZ = 90_000
+_MPEGTS_WRAP = 1 << 33  # PTS is a 33-bit counter
+
+
+class WordLike(Protocol):
+    @property
+    def start(self) -> float: ...
+    @property
+    def end(self) -> float: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def probability(self) -> float: ...
+
+
+class SegmentLike(Protocol):
+    @property
+    def start(self) -> float: ...
+    @property
+    def end(self) -> float: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def avg_logprob(self) -> float: ...
+    @property
+    def no_speech_prob(self) -> float: ...
+    @property
+    def words(self) -> Sequence[WordLike]: ...
+
+
+class TranscriptLike(Protocol):
+    @property
+    def language(self) -> str | None: ...
+    @property
+    def language_probability(self) -> float: ...
+    @property
+    def engine(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def duration_seconds(self) -> float: ...
+    @property
+    def no_speech(self) -> bool: ...
+    @property
+    def segments(self) -> Sequence[SegmentLike]: ...
+
+
+@dataclass(frozen=True)
+class Cue:
+    start_ms: int
+    end_ms: int  # > start_ms
+    text: str  # one line, never empty
+
+
+def cues(segments: Iterable[SegmentLike]) -> list[Cue]:
+    """Segments as cues: whitespace collapsed, empty ones dropped, end > start (ms)."""
+    out: list[Cue] = []
+    for s in segments:
+        text = " ".join(s.text.split()).replace("-->", "->")
+        if not text:
+            continue
+        start_ms = max(0, round(s.start * 1000))
+        end_ms = max(round(s.end * 1000), start_ms + 1)
+        out.append(Cue(start_ms, end_ms, text))
+    return out
+
+
+def _clock(ms: int, separator: str) -> str:
+    h, rem = divmod(ms, 3_600_000)
+    m, rem = divmod(rem, 60_000)
+    s, ms = divmod(rem, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{separator}{ms:03d}"
+
+
+def _vtt_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def timestamp_map(mpegts_offset_90k: int) -> str:
+    """The ``X-TIMESTAMP-MAP`` header line mapping cue time 0 to an MPEG-TS time (90 kHz)."""
+    if not 0 <= mpegts_offset_90k < _MPEGTS_WRAP:
+        raise ValueError(f"MPEG-TS offset {mpegts_offset_90k} is outside 0..2^33-1")
+    return f"X-TIMESTAMP-MAP=MPEGTS:{mpegts_offset_90k},LOCAL:00:00:00.000"
+
+
+def to_webvtt(segments: Iterable[SegmentLike], *, mpegts_offset_90k: int | None = None) -> str:
+    """WebVTT text: ``WEBVTT``, then (for HLS) an ``X-TIMESTAMP-MAP`` line, then the cues.
+
+    ``mpegts_offset_90k`` is the MPEG-TS presentation time (90 kHz ticks) that
+    cue time 0 lines up with, usually the first video PTS of the rendition;
+    None writes no map line.
+    """
+    vtt = webvtt.WebVTT(
+        captions=[
+            webvtt.Caption(_clock(c.start_ms, "."), _clock(c.end_ms, "."), _vtt_escape(c.text))
+            for c in cues(segments)
+        ],
+        metadata=[timestamp_map(mpegts_offset_90k)] if mpegts_offset_90k is not None else [],
+    )
+    return str(vtt.content)
+
+
+def to_srt(segments: Iterable[SegmentLike]) -> str:
+    """SubRip text: numbered cues from 1, ``HH:MM:SS,mmm`` times, blank line between."""
+    blocks = [
+        f"{i}\n{_clock(c.start_ms, ',')} --> {_clock(c.end_ms, ',')}\n{c.text}\n"
+        for i, c in enumerate(cues(segments), start=1)
+    ]
+    return "\n".join(blocks)
+
+
+def transcript_dict(transcript: TranscriptLike, *, words: bool = True) -> dict[str, Any]:
+    """The transcript.json document (times in seconds); ``words`` only where present."""
+
+    def segment(s: SegmentLike) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "start": s.start,
+            "end": s.end,
+            "text": s.text,
+            "avg_logprob": s.avg_logprob,
+            "no_speech_prob": s.no_speech_prob,
+        }
+        if words and s.words:
+            out["words"] = [
+                {"start": w.start, "end": w.end, "text": w.text, "probability": w.probability}
+                for w in s.words
+            ]
+        return out
+
+    return {
+        "language": transcript.language,
+        "language_probability": transcript.language_probability,
+        "engine": transcript.engine,
+        "model": transcript.model,
+        "duration_seconds": transcript.duration_seconds,
+        "no_speech": transcript.no_speech,
+        "segments": [segment(s) for s in transcript.segments],
+    }
+
+
+def to_transcript_json(transcript: TranscriptLike) -> str:
+    """``transcript_dict`` as indented UTF-8 JSON text."""
+    return json.dumps(transcript_dict(transcript), ensure_ascii=False, indent=2) + "\n"
+
+
+def subtitle_playlist(vtt_uri: str, duration_seconds: float) -> str:
+    """A VOD HLS media playlist holding one WebVTT segment that spans the video.
+
+    ``vtt_uri`` is relative to the playlist; ``duration_seconds`` is the
+    video's duration (TARGETDURATION is its ceiling, at least 1).
+    """
+    if not math.isfinite(duration_seconds) or duration_seconds < 0:
+        raise ValueError(f"duration must be a finite number of seconds >= 0: {duration_seconds}")
+    if not vtt_uri or any(ch in vtt_uri for ch in "\r\n"):
+        raise ValueError(f"bad subtitle URI {vtt_uri!r}")
+    duration = round(duration_seconds, 3)
+    return "\n".join(
+        [
+            "#EXTM3U",
+            "#EXT-X-VERSION:3",
+            f"#EXT-X-TARGETDURATION:{max(1, math.ceil(duration))}",
+            "#EXT-X-MEDIA-SEQUENCE:0",
+            "#EXT-X-PLAYLIST-TYPE:VOD",
+            f"#EXTINF:{duration:.3f},",
+            vtt_uri,
+            "#EXT-X-ENDLIST",
+            "",
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class CaptionFiles:
+    vtt: Path
+    srt: Path
+    transcript_json: Path
+    playlist: Path  # HLS media playlist pointing at ``vtt``
+
+
+def write_captions(
+    transcript: TranscriptLike,
+    out_dir: Path,
+    *,
+    mpegts_offset_90k: int | None = None,
+    stem: str = "captions",
+) -> CaptionFiles:
+    """Write ``{stem}.vtt``, ``{stem}.srt``, ``transcript.json`` and ``{stem}.m3u8``.
+
+    Each file is written to a temp name and renamed. The playlist's duration
+    is the transcript's ``duration_seconds``.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = CaptionFiles(
+        out_dir / f"{stem}.vtt",
+        out_dir / f"{stem}.srt",
+        out_dir / "transcript.json",
+        out_dir / f"{stem}.m3u8",
+    )
+    _write_text(files.vtt, to_webvtt(transcript.segments, mpegts_offset_90k=mpegts_offset_90k))
+    _write_text(files.srt, to_srt(transcript.segments))
+    _write_text(files.transcript_json, to_transcript_json(transcript))
+    _write_text(files.playlist, subtitle_playlist(files.vtt.name, transcript.duration_seconds))
+    return files
+
+
+def _write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

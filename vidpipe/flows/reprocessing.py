@@ -1,0 +1,184 @@
+"""Batch reprocessing: pick videos from the catalog, plan which stages must run, run them.
+
+A stage re-runs when its code version or its options changed since the run
+the catalog recorded, when a stage it reads from re-runs, or when forced.
+Everything else is a cache hit inside process-video, so the plan is advice
+for the operator; the caches decide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from vidpipe.infra.catalog import Catalog, StageRun, Video
+from vidpipe.infra.errors import ConfigError, PermanentError
+from vidpipe.infra.ingest import SourceRef
+from vidpipe.infra.settings import Settings, options_hash
+from vidpipe.infra.storage import open_storage
+from vidpipe.tasks import transcode as transcode_task
+from vidpipe.tasks import transcribe as transcribe_task
+from vidpipe.tasks.probe import PROBE_VERSION
+
+STAGES = ("probe", "transcode", "transcribe")
+UPSTREAM = {"probe": (), "transcode": ("probe",), "transcribe": ("transcode",)}
+
+
+@dataclass(frozen=True)
+class Step:
+    stage: str
+    recorded: str  # "v1 ab12cd34" or "-"
+    current: str
+    action: str  # "reuse" | "run: ..."
+
+
+@dataclass(frozen=True)
+class Plan:
+    video_id: str
+    source_sha256: str
+    source_key: str
+    size_bytes: int
+    steps: tuple[Step, ...]
+    force: tuple[str, ...]
+
+    @property
+    def runs(self) -> int:
+        return int(any(s.action != "reuse" for s in self.steps))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    video_id: str
+    result: str  # "ok" | "failed"
+    detail: str
+
+
+def parse_stages(stages: str | None, force: bool) -> tuple[str, ...]:
+    if stages is None:
+        return STAGES if force else ()
+    names = tuple(s.strip() for s in stages.split(",") if s.strip())
+    unknown = [n for n in names if n not in STAGES]
+    if unknown:
+        raise ConfigError(f"unknown stage {unknown[0]!r}; stages: {', '.join(STAGES)}")
+    if not force:
+        raise ConfigError("--stages names what --force re-runs; add --force")
+    return names
+
+
+def select(
+    catalog: Catalog, ids: list[str], *, all_videos: bool, status: str | None, since: str | None
+) -> list[Video]:
+    if not (ids or all_videos or status or since):
+        raise ConfigError("name videos, or pass --all, --status S or --since DATE")
+    if ids:
+        videos = []
+        for vid in ids:
+            video = catalog.get_video(vid)
+            if video is None:
+                raise PermanentError(f"no video {vid!r} in the catalog; see vidpipe ls")
+            videos.append(video)
+        return videos
+    videos = catalog.list_videos(status=status, limit=100_000)
+    if since:
+        try:
+            cutoff = datetime.fromisoformat(since).replace(tzinfo=UTC)
+        except ValueError:
+            raise ConfigError(f"--since {since!r} is not a date like 2026-11-25") from None
+        videos = [v for v in videos if v.updated_at >= cutoff]
+    return videos
+
+
+def _current(settings: Settings, video: Video) -> dict[str, tuple[str, str]]:
+    """(version, comparable options hash) of each stage under today's code and settings."""
+    src = SourceRef(video.id, video.source_sha256, video.source_key or "", video.size_bytes)
+    return {
+        "probe": (str(PROBE_VERSION), options_hash(settings.limits)),
+        "transcode": (
+            str(transcode_task.TRANSCODE_VERSION),
+            transcode_task._options({"settings": settings, "source": src}),
+        ),
+        "transcribe": (
+            str(transcribe_task.TRANSCRIBE_VERSION),
+            transcribe_task.settings_hash(settings),
+        ),
+    }
+
+
+def _when(run: StageRun) -> datetime:
+    return run.finished_at or run.started_at or datetime.min.replace(tzinfo=UTC)
+
+
+def plan(catalog: Catalog, settings: Settings, video: Video, force: tuple[str, ...]) -> Plan:
+    recorded: dict[str, StageRun] = {}
+    for run in sorted(catalog.stage_runs(video.id), key=_when):
+        if run.status == "succeeded" and run.stage in STAGES:
+            recorded[run.stage] = run  # the latest succeeded run of each stage wins
+    current = _current(settings, video)
+    steps: list[Step] = []
+    running: set[str] = set()
+    for stage in STAGES:
+        version, opts = current[stage]
+        last = recorded.get(stage)
+        was = f"v{last.stage_version} {last.options_hash.split('.')[0][:12]}" if last else "-"
+        now = f"v{version} {opts[:12]}"
+        if stage in force:
+            action = "run: forced"
+        elif last is None:
+            action = "run: never ran"
+        elif last.stage_version != version:
+            action = f"run: version v{last.stage_version} → v{version}"
+        elif last.options_hash.split(".")[0] != opts:
+            action = "run: options changed"
+        elif any(u in running for u in UPSTREAM[stage]):
+            action = "run: upstream re-runs"
+        else:
+            action = "reuse"
+        if action != "reuse":
+            running.add(stage)
+        steps.append(Step(stage, was, now, action))
+    if not video.source_key:
+        raise PermanentError(f"video {video.id} has no stored original to reprocess from")
+    return Plan(
+        video.id, video.source_sha256, video.source_key, video.size_bytes, tuple(steps), force
+    )
+
+
+def _run_one(plan: Plan, settings: Settings, config_file: Path | None) -> Outcome:
+    from vidpipe.flows.process_video import process_video
+    from vidpipe.infra.scratch import scratch_dir
+
+    storage = open_storage(settings)
+    try:
+        with scratch_dir(settings.work_dir / plan.video_id, "reprocess-source") as tmp:
+            local = storage.fetch(plan.source_key, tmp / "source")
+            result = process_video(
+                str(local), config=str(config_file) if config_file else None,
+                video_id=plan.video_id, overrides={"data_dir": str(settings.data_dir)},
+                force=list(plan.force),
+            )  # fmt: skip
+    except Exception as exc:  # one video's failure must not stop the batch
+        return Outcome(plan.video_id, "failed", str(exc).splitlines()[0][:200])
+    ran = [name for name, s in result.stages.items() if not s["cached"]]
+    changed = "published" if result.published.changed else "unchanged"
+    return Outcome(plan.video_id, "ok", f"{changed}; ran {', '.join(ran) or 'nothing'}")
+
+
+def run_all(
+    plans: list[Plan],
+    settings: Settings,
+    config_file: Path | None,
+    concurrency: int,
+    on_done: Callable[[], None],
+) -> list[Outcome]:
+    def one(p: Plan) -> Outcome:
+        outcome = _run_one(p, settings, config_file)
+        on_done()
+        return outcome
+
+    if concurrency == 1:
+        return [one(p) for p in plans]
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        return list(pool.map(one, plans))
