@@ -9,31 +9,38 @@ the same ladder and the same x264 preset:
 
 (a) vidpipe: ``vidpipe.encoders.pipeline.encode_attempt``. One ffmpeg process
     decodes once, scales in a cascade (each rung from the rung above), encodes
-    every rung plus the audio into HLS, and also writes storyboard tiles and
-    poster candidates; then vidpipe measures and validates the HLS in Python.
-    This is more work than (b) and (c) on purpose: it is what vidpipe runs.
+    every rung plus the audio into HLS, and also writes its by-products
+    (storyboard tiles, poster candidates and whatever else vidpipe's command
+    adds; the run prints the list); then vidpipe measures and validates the
+    HLS in Python. That is more work than (b) and (c) on purpose: it is what
+    vidpipe runs.
 (b) bare ffmpeg, one process: decode once, ``split``, scale every rung from the
     source (no cascade), encode every rung plus the same audio into HLS.
 (c) bare ffmpeg, one process per rung, run one after another; every process
     decodes the source itself. The audio rides along with the first rung.
 
-(b) and (c) write the same HLS (fMP4) as (a): their per-output arguments (codec,
-bitrate, maxrate/bufsize, GOP, keyframe forcing, profile, preset, HLS muxer) and
-their input arguments are cut verbatim out of vidpipe's own
-``build_transcode_argv``, and their per-rung filter (``fps``, ``scale``,
-``setsar``, ``format``) is checked to appear in vidpipe's filter graph, so the
-baselines cannot drift from what vidpipe encodes.
+(b) and (c) are cut out of vidpipe's own ``build_transcode_argv`` command, so
+they cannot drift from it: the same input options, the same per-rung filters
+(``fps`` once on the source, then vidpipe's ``scale``/``setsar``/``format``
+chain per rung) and, verbatim, the same HLS (fMP4) outputs: codec, preset,
+profile, bitrate, maxrate/bufsize, GOP, keyframe forcing, muxer. Only the
+cascade becomes a plain split, and vidpipe's by-products are left out. The
+run prints each rung's measured bitrate for all three as a check.
 
 Wall time is ``time.perf_counter`` around each variant. CPU time is user + sys
 of this process and its waited-for children (``resource.getrusage`` deltas of
 RUSAGE_SELF and RUSAGE_CHILDREN), so (a)'s in-process measuring and validation
 counts too. Each round runs a, b and c once, the order rotated each round so
 drift and first-run effects hit all three alike; the table reports medians.
+It also reports the share of the CPUs that other processes used meanwhile
+("others", from /proc/stat): wall times taken on a busy machine are inflated
+unevenly and not comparable, CPU times still are.
 
 Targets: a/b wall <= 1.10 (vidpipe costs at most 10 % more than the textbook
 command despite its thumbnails and validation) and a/c wall <= 0.80.
 
-Run (defaults: 20 s input, 3 rounds, preset veryfast; ~5 min on 2 cores)::
+Run (defaults: 20 s input, 3 rounds, preset veryfast; about 2.5 min on an idle
+2-core machine)::
 
     .venv/bin/python bench/ladder.py
     .venv/bin/python bench/ladder.py --seconds 10 --repeats 1 --preset ultrafast
@@ -45,9 +52,11 @@ The last line printed is always ``RESULT a/b wall=.. cpu=.. | a/c wall=.. cpu=..
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import statistics
@@ -62,7 +71,7 @@ from typing import Any
 
 from vidpipe import __version__
 from vidpipe.encoders import hls
-from vidpipe.encoders.ladder import LadderPlan, Rendition, plan_ladder
+from vidpipe.encoders.ladder import LadderPlan, plan_ladder
 from vidpipe.encoders.pipeline import encode_attempt
 from vidpipe.encoders.probe import VideoInfo, probe
 from vidpipe.encoders.transcode import (
@@ -84,7 +93,6 @@ LABELS = {
     "b": "(b) ffmpeg 1 process, split",
     "c": "(c) ffmpeg 1 process per rung",
 }
-AUDIO_MAP = "0:a:0"
 
 
 # --------------------------------------------------------------------------- measuring
@@ -96,6 +104,7 @@ class Sample:
 
     wall: float
     cpu: float
+    other: float | None = None  # share of all CPUs that other processes used meanwhile, 0..1
     ffmpeg_wall: float | None = None  # (a) only: what encode_attempt reports for ffmpeg
     ffmpeg_cpu: float | None = None
 
@@ -109,14 +118,34 @@ def _cpu_seconds() -> float:
     return total
 
 
+def _machine_busy_seconds() -> float | None:
+    """CPU seconds the whole machine has been busy (all processes, incl. steal); Linux only."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def _timed(fn: Callable[[], tuple[float, float] | None]) -> Sample:
-    """Run ``fn`` and time it; ``fn`` may return ffmpeg's own (wall, cpu)."""
+    """Run ``fn`` and time it; ``fn`` may return ffmpeg's own (wall, cpu).
+
+    Also records how much of the machine other processes used meanwhile: wall
+    times taken on a busy machine are not comparable, CPU times still are.
+    """
+    busy0 = _machine_busy_seconds()
     wall0, cpu0 = time.perf_counter(), _cpu_seconds()
     inner = fn()
     wall, cpu = time.perf_counter() - wall0, _cpu_seconds() - cpu0
+    busy1 = _machine_busy_seconds()
+    other = None
+    if busy0 is not None and busy1 is not None and wall > 0:
+        other = min(1.0, max(0.0, (busy1 - busy0 - cpu) / (wall * (os.cpu_count() or 1))))
     if inner is None:
-        return Sample(wall, cpu)
-    return Sample(wall, cpu, ffmpeg_wall=inner[0], ffmpeg_cpu=inner[1])
+        return Sample(wall, cpu, other)
+    return Sample(wall, cpu, other, ffmpeg_wall=inner[0], ffmpeg_cpu=inner[1])
 
 
 def _run(argv: Sequence[str]) -> None:
@@ -164,72 +193,102 @@ class Variant:
 
 def _job(source: Path, info: VideoInfo, plan: LadderPlan, settings: Settings,
          out_dir: Path) -> TranscodeJob:
-    """The same TranscodeJob encode_attempt builds, writing under ``out_dir``."""
-    return TranscodeJob(
-        source=source,
-        container=info.container,
-        duration_seconds=info.duration_seconds,
-        plan=plan,
-        encode=settings.encode,
-        thumbnails=settings.thumbnails,
-        layout=OutputLayout(out_dir),
-    )
+    """The TranscodeJob encode_attempt builds, writing under ``out_dir``.
+
+    Fields other than the source, plan and layout are the settings sections of
+    the same name (``encode``, ``thumbnails``, ...), so a new section needs no edit here.
+    """
+    known: dict[str, Any] = {
+        "source": source,
+        "container": info.container,
+        "duration_seconds": info.duration_seconds,
+        "plan": plan,
+        "layout": OutputLayout(out_dir),
+    }
+    values = {f.name: known[f.name] if f.name in known else getattr(settings, f.name)
+              for f in dataclasses.fields(TranscodeJob)}
+    return TranscodeJob(**values)
 
 
-def split_vidpipe_argv(argv: Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:
-    """Cut vidpipe's command into its input part and its outputs, keyed by ``-map`` target.
+def split_vidpipe_argv(argv: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """Cut vidpipe's command into its input part and its outputs.
 
     Input part: everything before ``-filter_complex`` (binary, global options,
     ``-f``/``-i``, metadata stripping). Outputs: each starts at its one ``-map``
-    and ends with its path; keys are ``[v0]``..``[vN]``, ``[tiles]``,
-    ``[poster]`` and ``0:a:0``.
+    and ends with its path.
     """
     fc = list(argv).index("-filter_complex")
     head, rest = list(argv[:fc]), list(argv[fc + 2:])
     starts = [i for i, arg in enumerate(rest) if arg == "-map"]
-    outputs: dict[str, list[str]] = {}
-    for start, end in zip(starts, [*starts[1:], len(rest)], strict=True):
-        chunk = rest[start:end]
-        outputs[chunk[1]] = chunk
-    return head, outputs
+    return head, [rest[a:b] for a, b in zip(starts, [*starts[1:], len(rest)], strict=True)]
 
 
-def rung_filter(rung: Rendition) -> str:
-    """What vidpipe applies to each rung, without its cascade: scale, square pixels, 4:2:0."""
-    return f"scale={rung.width}:{rung.height}:flags=bicubic,setsar=1,format=yuv420p"
+_CHAIN = re.compile(r"\[[^\]]+\](?P<body>.*),split=\d+(?P<outs>(?:\[[^\]]+\])+)")
 
 
-def baseline_commands(
-    job: TranscodeJob, ffmpeg: str
-) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
-    """(b)'s one command and (c)'s per-rung commands, built from vidpipe's own argv."""
+def rung_filters(graph: str, labels: Sequence[str]) -> tuple[str, list[str]]:
+    """vidpipe's filters per rung, without the cascade, from its filter graph.
+
+    vidpipe's rung chains read ``[in]FILTERS,split=N[v0][next0]...``. Returns
+    the filters the top rung applies before scaling (``fps=...``), which the
+    baselines apply once to the source, and each rung's filters from ``scale=`` on.
+    """
+    bodies: dict[str, str] = {}
+    for chain in graph.split(";"):
+        if m := _CHAIN.fullmatch(chain):
+            for out in re.findall(r"\[([^\]]+)\]", m["outs"]):
+                bodies[out] = m["body"]
+    filters = [bodies.get(label, "") for label in labels]
+    head, _, top = filters[0].rpartition("scale=")
+    filters[0] = "scale=" + top
+    if not all(f.startswith("scale=") and "split" not in f for f in filters):
+        raise SystemExit(f"cannot read vidpipe's rung filters; update rung_filters(): {graph}")
+    return head.rstrip(","), filters
+
+
+@dataclass(frozen=True)
+class Baselines:
+    textbook: tuple[str, ...]  # (b)
+    per_rung: tuple[tuple[str, ...], ...]  # (c)
+    extras: tuple[str, ...]  # outputs of vidpipe's command that (b) and (c) leave out
+
+
+def baseline_commands(job: TranscodeJob, ffmpeg: str) -> Baselines:
+    """(b)'s one command and (c)'s per-rung commands, cut out of vidpipe's own command.
+
+    Input options, per-rung filters and every HLS output (codec, rate control,
+    GOP, muxer) are vidpipe's, verbatim; only the cascade becomes a plain split.
+    """
     head, outputs = split_vidpipe_argv(build_transcode_argv(ffmpeg, job))
-    graph, _ = build_filtergraph(job)
-    rungs = job.plan.video
-    fps = rungs[0].fps
-    for rung in rungs:  # the baselines must filter exactly as vidpipe does, minus the cascade
-        if rung_filter(rung) not in graph or f"fps={fps}," not in graph:
-            raise SystemExit(f"vidpipe's filter graph changed; update rung_filter(): {graph}")
-    audio = outputs[AUDIO_MAP] if job.plan.audio is not None else []
+    by_path = {out[-1]: out for out in outputs}
+    rungs, audio_plan = job.plan.video, job.plan.audio
+    graph, labels = build_filtergraph(job)
+    labels = labels[:len(rungs)]
+    pre, filters = rung_filters(graph, labels)
+    src = f"[0:v:0]{pre}," if pre else "[0:v:0]"
 
-    splits = "".join(f"[s{i}]" for i in range(len(rungs)))
-    textbook = ";".join([
-        f"[0:v:0]fps={fps},split={len(rungs)}{splits}",
-        *(f"[s{i}]{rung_filter(r)}[v{i}]" for i, r in enumerate(rungs)),
+    rung_out = [by_path[str(job.layout.playlist(r.name))] for r in rungs]
+    audio = by_path[str(job.layout.playlist(audio_plan.name))] if audio_plan else []
+    used = [*rung_out, audio]
+    extras = tuple(f"{out[1]} {Path(out[-1]).name}" for out in outputs if out not in used)
+
+    pairs = list(zip(filters, labels, strict=True))
+    graph_b = ";".join([
+        f"{src}split={len(rungs)}" + "".join(f"[s{i}]" for i in range(len(rungs))),
+        *(f"[s{i}]{flt}[{label}]" for i, (flt, label) in enumerate(pairs)),
     ])
-    one = [*head, "-filter_complex", textbook]
-    for i in range(len(rungs)):
-        one += outputs[f"[v{i}]"]
-    one += audio
+    textbook = [*head, "-filter_complex", graph_b]
+    for out in rung_out:
+        textbook += out
+    textbook += audio
 
     per_rung = []
-    for i, rung in enumerate(rungs):
-        argv = [*head, "-filter_complex", f"[0:v:0]fps={fps},{rung_filter(rung)}[v{i}]",
-                *outputs[f"[v{i}]"]]
+    for i, (flt, label) in enumerate(pairs):
+        argv = [*head, "-filter_complex", f"{src}{flt}[{label}]", *rung_out[i]]
         if i == 0:
-            argv += audio
+            argv += audio  # the audio rides with the first rung
         per_rung.append(tuple(argv))
-    return tuple(one), tuple(per_rung)
+    return Baselines(tuple(textbook), tuple(per_rung), extras)
 
 
 # --------------------------------------------------------------------------- running
@@ -269,10 +328,6 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
-def _fmt_runs(values: Sequence[float]) -> str:
-    return " ".join(f"{v:.1f}" for v in values)
-
-
 def check_outputs(bench: Bench) -> list[str]:
     """Measure every variant's last HLS output; lines comparing the rungs side by side."""
     names = [r.name for r in bench.plan.video]
@@ -300,6 +355,88 @@ def ratio(num: float, den: float) -> float:
     return num / den if den else float("nan")
 
 
+@dataclass(frozen=True)
+class Summary:
+    """Medians per variant and the ratios the targets are about."""
+
+    wall: dict[str, float]
+    cpu: dict[str, float]
+    other: dict[str, float | None]
+    ab_wall: float
+    ab_cpu: float
+    ac_wall: float
+    ac_cpu: float
+
+    @property
+    def ab_ok(self) -> bool:
+        return self.ab_wall <= TARGET_AB_WALL
+
+    @property
+    def ac_ok(self) -> bool:
+        return self.ac_wall <= TARGET_AC_WALL
+
+
+def summarize(samples: dict[str, list[Sample]]) -> Summary:
+    wall = {v: median([s.wall for s in samples[v]]) for v in VARIANTS}
+    cpu = {v: median([s.cpu for s in samples[v]]) for v in VARIANTS}
+    other: dict[str, float | None] = {}
+    for v in VARIANTS:
+        loads = [s.other for s in samples[v] if s.other is not None]
+        other[v] = median(loads) if loads else None
+    return Summary(
+        wall, cpu, other,
+        ab_wall=ratio(wall["a"], wall["b"]), ab_cpu=ratio(cpu["a"], cpu["b"]),
+        ac_wall=ratio(wall["a"], wall["c"]), ac_cpu=ratio(cpu["a"], cpu["c"]),
+    )
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.0%}"
+
+
+def print_report(bench: Bench, summary: Summary, seconds: float) -> dict[str, float]:
+    """The table, (a)'s breakdown and the ratios; returns (a)'s ffmpeg medians."""
+    samples, repeats = bench.samples, len(bench.samples["a"])
+    header = (f"{'variant':<32} {'wall s':>7} {'cpu s':>7} {'cpu/wall':>8} "
+              f"{'x realtime':>10} {'others':>6}   wall s per round")
+    print(header)
+    print("-" * len(header))
+    for v in VARIANTS:
+        wall, cpu = summary.wall[v], summary.cpu[v]
+        print(f"{LABELS[v]:<32} {wall:7.2f} {cpu:7.2f} {ratio(cpu, wall):8.2f} "
+              f"{ratio(seconds, wall):10.2f} {_pct(summary.other[v]):>6}   "
+              + " ".join(f"{s.wall:.1f}" for s in samples[v]))
+    print(f"medians of {repeats}; cpu = user+sys of this process and its ffmpeg children; "
+          f"others = share of the {os.cpu_count()} CPUs other processes used meanwhile; "
+          f"(c) runs {len(bench.plan.video)} processes")
+    busy = [s.other for v in VARIANTS for s in samples[v] if s.other and s.other > 0.10]
+    if busy:
+        print(f"WARNING: in {len(busy)} of {repeats * len(VARIANTS)} runs other processes used "
+              f"over 10 % of the CPUs (up to {max(busy):.0%}); those wall times are inflated, "
+              f"CPU times are not. Rerun on an idle machine if the medians are affected.")
+
+    a = samples["a"]
+    ff = {"wall": median([s.ffmpeg_wall or 0.0 for s in a]),
+          "cpu": median([s.ffmpeg_cpu or 0.0 for s in a])}
+    post_wall = median([s.wall - (s.ffmpeg_wall or 0.0) for s in a])
+    post_cpu = median([s.cpu - (s.ffmpeg_cpu or 0.0) for s in a])
+    print()
+    print(f"(a) ffmpeg: {ff['wall']:.2f} s wall / {ff['cpu']:.2f} s cpu "
+          f"({ratio(ff['wall'], summary.wall['a']):.0%} of (a)'s wall); vidpipe around it "
+          f"(dirs, HLS measure + validate): {post_wall:.2f} s wall / {post_cpu:.2f} s cpu")
+    print(f"(a) ffmpeg alone / (b): wall {ratio(ff['wall'], summary.wall['b']):.2f}, "
+          f"cpu {ratio(ff['cpu'], summary.cpu['b']):.2f}")
+    best = {v: min(s.wall for s in samples[v]) for v in VARIANTS}
+    print(f"fastest runs instead of medians: a/b wall {ratio(best['a'], best['b']):.2f}, "
+          f"a/c wall {ratio(best['a'], best['c']):.2f}")
+    print()
+    print(f"a/b  wall {summary.ab_wall:.2f}  cpu {summary.ab_cpu:.2f}   "
+          f"target wall <= {TARGET_AB_WALL:.2f}: {'PASS' if summary.ab_ok else 'FAIL'}")
+    print(f"a/c  wall {summary.ac_wall:.2f}  cpu {summary.ac_cpu:.2f}   "
+          f"target wall <= {TARGET_AC_WALL:.2f}: {'PASS' if summary.ac_ok else 'FAIL'}")
+    return ff
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=20.0, help="input length (default 20)")
@@ -308,6 +445,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ladder", default="default", help="ladder name or YAML path")
     parser.add_argument("--json", type=Path, help="write the raw numbers here")
     args = parser.parse_args(argv)
+    if args.repeats < 1 or args.seconds <= 0:
+        parser.error("--repeats must be >= 1 and --seconds > 0")
 
     ffmpeg = ffmpeg_exe()
     with tempfile.TemporaryDirectory(prefix="vidpipe-bench-") as tmp:
@@ -321,25 +460,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         info = probe(source, settings.limits)
         plan = plan_ladder(info, load_ladder(args.ladder), settings.encode.fps_cap)
         jobs = {v: _job(source, info, plan, settings, root / v) for v in VARIANTS}
-        textbook, _ = baseline_commands(jobs["b"], ffmpeg)
-        _, per_rung = baseline_commands(jobs["c"], ffmpeg)
+        baselines = baseline_commands(jobs["b"], ffmpeg)
         variants = {
             "a": Variant("a", jobs["a"]),
-            "b": Variant("b", jobs["b"], (textbook,)),
-            "c": Variant("c", jobs["c"], per_rung),
+            "b": Variant("b", jobs["b"], (baselines.textbook,)),
+            "c": Variant("c", jobs["c"], baseline_commands(jobs["c"], ffmpeg).per_rung),
         }
         bench = Bench(source, info, plan, settings, variants)
 
         rungs = ", ".join(f"{r.width}x{r.height}@{r.video_bitrate_kbps}k" for r in plan.video)
-        audio = plan.audio.name if plan.audio else "none"
+        audio = plan.audio.name if plan.audio else "no audio"
         print(f"vidpipe {__version__} | ffmpeg {ffmpeg}")
         print(f"host: {platform.machine()}, {os.cpu_count()} CPUs | "
               f"python {platform.python_version()}")
         print(f"input: {args.seconds:g} s 1920x1080 30 fps testsrc2 + sine, "
               f"{source.stat().st_size / 1e6:.1f} MB (generated in {gen_seconds:.1f} s)")
-        print(f"ladder {args.ladder!r}: {rungs} + {audio}; preset {settings.encode.preset}, "
-              f"{settings.encode.segment_seconds} s {settings.encode.segment_format} segments")
-        print(f"rounds: {args.repeats} (order rotates each round)")
+        print(f"ladder {args.ladder!r}: {rungs} + {audio}; x264 preset "
+              f"{settings.encode.preset}, {settings.encode.segment_seconds} s "
+              f"{settings.encode.segment_format} segments")
+        print(f"(a) also writes, (b) and (c) do not: {', '.join(baselines.extras) or 'nothing'}")
+        print(f"targets: a/b wall <= {TARGET_AB_WALL:.2f}, a/c wall <= {TARGET_AC_WALL:.2f}")
+        print(f"rounds: {args.repeats}, order rotated each round; wall s / cpu s (others)")
         sys.stdout.flush()
 
         for rnd in range(args.repeats):
@@ -347,51 +488,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             done = []
             for name in order:
                 s = bench.run_once(name)
-                done.append(f"{name} {s.wall:.1f}s/{s.cpu:.1f}cpu")
-            print(f"  round {rnd + 1}: " + "  ".join(done), flush=True)
+                done.append(f"{name} {s.wall:5.1f} / {s.cpu:5.1f} ({_pct(s.other)})")
+            print(f"  round {rnd + 1}: " + "   ".join(done), flush=True)
 
         check = check_outputs(bench)
-
-    walls = {v: [s.wall for s in bench.samples[v]] for v in VARIANTS}
-    cpus = {v: [s.cpu for s in bench.samples[v]] for v in VARIANTS}
-    med_wall = {v: median(walls[v]) for v in VARIANTS}
-    med_cpu = {v: median(cpus[v]) for v in VARIANTS}
 
     print()
     print("outputs of the last round (HLS, fMP4):")
     for line in check:
         print("  " + line)
     print()
-    header = (f"{'variant':<32} {'wall s':>7} {'cpu s':>7} {'cpu/wall':>8} "
-              f"{'x realtime':>10}   wall runs")
-    print(header)
-    print("-" * len(header))
-    for v in VARIANTS:
-        print(f"{LABELS[v]:<32} {med_wall[v]:7.2f} {med_cpu[v]:7.2f} "
-              f"{ratio(med_cpu[v], med_wall[v]):8.2f} {ratio(args.seconds, med_wall[v]):10.2f}"
-              f"   {_fmt_runs(walls[v])}")
-    print(f"(medians of {args.repeats}; cpu = user+sys of this process and its ffmpeg children; "
-          f"(c) runs {len(plan.video)} processes)")
-
-    ff_wall = median([s.ffmpeg_wall or 0.0 for s in bench.samples["a"]])
-    ff_cpu = median([s.ffmpeg_cpu or 0.0 for s in bench.samples["a"]])
-    post_wall = median([s.wall - (s.ffmpeg_wall or 0.0) for s in bench.samples["a"]])
-    post_cpu = median([s.cpu - (s.ffmpeg_cpu or 0.0) for s in bench.samples["a"]])
-    print()
-    print(f"(a) breakdown: ffmpeg {ff_wall:.2f} s wall / {ff_cpu:.2f} s cpu "
-          f"({ratio(ff_wall, med_wall['a']):.0%} of wall); vidpipe around it (dirs, HLS measure "
-          f"+ validate) {post_wall:.2f} s wall / {post_cpu:.2f} s cpu")
-    print(f"(a) ffmpeg alone vs (b): wall {ratio(ff_wall, med_wall['b']):.2f}, "
-          f"cpu {ratio(ff_cpu, med_cpu['b']):.2f}")
-
-    ab_wall, ab_cpu = ratio(med_wall["a"], med_wall["b"]), ratio(med_cpu["a"], med_cpu["b"])
-    ac_wall, ac_cpu = ratio(med_wall["a"], med_wall["c"]), ratio(med_cpu["a"], med_cpu["c"])
-    ab_ok, ac_ok = ab_wall <= TARGET_AB_WALL, ac_wall <= TARGET_AC_WALL
-    print()
-    print(f"a/b  wall {ab_wall:.2f}  cpu {ab_cpu:.2f}   target wall <= {TARGET_AB_WALL:.2f}: "
-          f"{'PASS' if ab_ok else 'FAIL'}")
-    print(f"a/c  wall {ac_wall:.2f}  cpu {ac_cpu:.2f}   target wall <= {TARGET_AC_WALL:.2f}: "
-          f"{'PASS' if ac_ok else 'FAIL'}")
+    summary = summarize(bench.samples)
+    ff = print_report(bench, summary, args.seconds)
 
     if args.json:
         report: dict[str, Any] = {
@@ -405,12 +513,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "plan": {"video": [asdict(r) for r in plan.video],
                      "audio": asdict(plan.audio) if plan.audio else None},
             "samples": {v: [asdict(s) for s in bench.samples[v]] for v in VARIANTS},
-            "median": {v: {"wall": med_wall[v], "cpu": med_cpu[v]} for v in VARIANTS},
-            "a_ffmpeg_median": {"wall": ff_wall, "cpu": ff_cpu},
-            "ratios": {"a/b": {"wall": ab_wall, "cpu": ab_cpu},
-                       "a/c": {"wall": ac_wall, "cpu": ac_cpu}},
+            "median": {v: {"wall": summary.wall[v], "cpu": summary.cpu[v],
+                           "others": summary.other[v]} for v in VARIANTS},
+            "a_ffmpeg_median": ff,
+            "ratios": {"a/b": {"wall": summary.ab_wall, "cpu": summary.ab_cpu},
+                       "a/c": {"wall": summary.ac_wall, "cpu": summary.ac_cpu}},
             "targets": {"a/b_wall": TARGET_AB_WALL, "a/c_wall": TARGET_AC_WALL},
-            "pass": {"a/b": ab_ok, "a/c": ac_ok},
+            "pass": {"a/b": summary.ab_ok, "a/c": summary.ac_ok},
             "argv": {
                 "a": build_transcode_argv(ffmpeg, variants["a"].job),
                 "b": [list(c) for c in variants["b"].commands],
@@ -421,8 +530,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.json.write_text(json.dumps(report, indent=2))
         print(f"raw numbers: {args.json}")
 
-    print(f"RESULT a/b wall={ab_wall:.2f} cpu={ab_cpu:.2f} | "
-          f"a/c wall={ac_wall:.2f} cpu={ac_cpu:.2f}")
+    print(f"RESULT a/b wall={summary.ab_wall:.2f} cpu={summary.ab_cpu:.2f} | "
+          f"a/c wall={summary.ac_wall:.2f} cpu={summary.ac_cpu:.2f}")
     return 0
 
 

