@@ -139,6 +139,22 @@ class Media:
         )
 
     @property
+    def jfk(self) -> Path:
+        """The 11 s JFK speech under a small test pattern: a video with real speech."""
+        return self._make(
+            "jfk.mp4", "-f", "lavfi", "-i", "testsrc2=s=320x180:r=25", "-i",
+            str(SHARED_MEDIA / "jfk.wav"), "-map", "0:v", "-map", "1:a", "-c:v", "libx264",
+            "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k",
+            "-shortest",
+        )  # fmt: skip
+
+    @property
+    def silent(self) -> Path:
+        return self._lavfi(
+            "silent.mp4", "testsrc2=s=320x180:r=25:d=4", "anullsrc=d=4", "-pix_fmt", "yuv420p"
+        )
+
+    @property
     def hls_as_mp4(self) -> Path:
         path = self.root / "playlist.mp4"
         path.write_text(
@@ -331,6 +347,18 @@ def process_to(data_dir: Path, source: Path, *args: str) -> Published:
 def published_bunny(tmp_path_factory: pytest.TempPathFactory) -> Published:
     """The committed Big Buck Bunny sample, processed once per session with defaults."""
     return process_to(tmp_path_factory.mktemp("bunny"), BUNNY)
+
+
+@pytest.fixture(scope="session")
+def published_jfk(tmp_path_factory: pytest.TempPathFactory, media: Media) -> Published:
+    """JFK's inaugural line as a video, processed once per session: captions, search."""
+    return process_to(tmp_path_factory.mktemp("jfk"), media.jfk)
+
+
+JFK_REFERENCE = (
+    "and so my fellow americans ask not what your country can do for you "
+    "ask what you can do for your country"
+)
 
 
 @pytest.fixture

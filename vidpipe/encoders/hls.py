@@ -164,7 +164,15 @@ def measure(attempt_dir: Path, name: str, kind: str) -> MediaPlaylist:
             fps=first.fps,
             start_pts_90k=first.pts_90k,
         )
-    return MediaPlaylist(name, str(rel), kind, aac_codec_string(first.config), segments, init_bytes)
+    return MediaPlaylist(
+        name,
+        str(rel),
+        kind,
+        aac_codec_string(first.config),
+        segments,
+        init_bytes,
+        start_pts_90k=first.pts_90k,
+    )
 
 
 @dataclass

@@ -30,6 +30,7 @@ from vidpipe.infra.errors import PermanentError, PlaylistInvalid
 from vidpipe.infra.ingest import SourceRef
 from vidpipe.infra.settings import Settings, load_ladder, load_settings, storage_overrides
 from vidpipe.infra.storage import open_storage
+from vidpipe.tasks import vision as vision_tasks
 from vidpipe.tasks.common import bind, results_here
 from vidpipe.tasks.ingest import ingest
 from vidpipe.tasks.probe import probe_source
@@ -204,6 +205,21 @@ def _analyse(
         extras.append(
             _run("transcribe", transcribe_audio, settings, stages, src, encoded, settings)
         )
+    if encoded.frames_index:
+        vision = [
+            ("detect", settings.detect.enabled, vision_tasks.detect_objects),
+            ("safety", settings.safety.enabled, vision_tasks.screen_safety),
+            ("deepfake", settings.deepfake.enabled, vision_tasks.check_deepfake),
+            ("fingerprint", True, vision_tasks.fingerprint_video),
+        ]
+        for name, enabled, task in vision:
+            if enabled:
+                extras.append(_run(name, task, settings, stages, src, encoded, settings))
+    if settings.embed.enabled and extras:
+        extras.append(
+            _run("embed", vision_tasks.embed_for_search, settings, stages, src, list(extras),
+                 settings)
+        )  # fmt: skip
     return extras
 
 

