@@ -334,9 +334,18 @@ class Published:
         return json.loads((self.video_dir / "manifest.json").read_text())
 
 
-def process_to(data_dir: Path, source: Path, *args: str) -> Published:
+# Media-only runs: tests of the ladder itself skip the model stages to stay fast.
+MEDIA_ONLY = {
+    f"VIDPIPE_{section}__ENABLED": "false"
+    for section in ("TRANSCRIBE", "DETECT", "SAFETY", "DEEPFAKE", "EMBED")
+}
+
+
+def process_to(
+    data_dir: Path, source: Path, *args: str, env: dict[str, str] | None = None
+) -> Published:
     """Run ``vidpipe process`` and return where it published; fail with its stderr."""
-    run = run_cli("process", str(source), "--data-dir", str(data_dir), *args)
+    run = run_cli("process", str(source), "--data-dir", str(data_dir), *args, env=env)
     assert run.returncode == 0, f"vidpipe process failed ({run.returncode}):\n{run.stderr}"
     videos = sorted((data_dir / "videos").iterdir())
     latest = max(videos, key=lambda p: (p / "manifest.json").stat().st_mtime)

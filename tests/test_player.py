@@ -9,6 +9,7 @@ asserted here. See tests/player/README.md.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import json
@@ -84,11 +85,15 @@ class _QuietServer(http.server.ThreadingHTTPServer):
 @pytest.fixture
 def media_server(published_bunny: Any) -> Iterator[tuple[str, list[tuple[str, int]]]]:
     """Serve published_bunny.data_dir on 127.0.0.1:<free port>; yields (base_url, request log)."""
+    with _serve(Path(published_bunny.data_dir)) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def _serve(directory: Path) -> Iterator[tuple[str, list[tuple[str, int]]]]:
     requests: list[tuple[str, int]] = []
     handler = type("Handler", (_MediaHandler,), {"requests": requests})
-    server = _QuietServer(
-        ("127.0.0.1", 0), functools.partial(handler, directory=str(published_bunny.data_dir))
-    )
+    server = _QuietServer(("127.0.0.1", 0), functools.partial(handler, directory=str(directory)))
     thread = threading.Thread(target=server.serve_forever, name="media-http", daemon=True)
     thread.start()
     try:
@@ -183,3 +188,22 @@ def test_hlsjs_plays_ladder_and_switches_to_top(
 
     # Captions are not produced yet; the field is reported for the captions feature.
     assert report["subtitleTrackCount"] == len(report["subtitleTracks"]), context
+
+
+def test_hlsjs_shows_whisper_captions(player_ready: str, published_jfk: Any) -> None:
+    """The subtitle track from the master loads and a cue becomes active during playback."""
+    with _serve(Path(published_jfk.data_dir)) as (base_url, requests):
+        proc = subprocess.run(
+            [player_ready, "play.mjs", f"{base_url}/{published_jfk.master_key}",
+             "--timeout-ms", str(PLAY_TIMEOUT_MS)],
+            cwd=PLAYER_DIR, capture_output=True, text=True, timeout=PLAY_TIMEOUT_MS / 1000 + 30,
+        )  # fmt: skip
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    context = f"rc={proc.returncode} requests={requests[-5:]}\n{json.dumps(report)[:3000]}"
+    assert report.get("fatalErrors") == [], context
+    assert report["manifestSubtitleTrackCount"] == 1, context
+    captions = report.get("captions") or {}
+    active = captions.get("active")
+    assert active is not None, context
+    assert "country" in active["text"].lower(), context
+    assert any(r[0].endswith(".vtt") and r[1] == 200 for r in requests), context

@@ -14,7 +14,7 @@ import m3u8
 import pytest
 from PIL import Image
 
-from tests.conftest import BUNNY, Media, Published, process_to, run_cli
+from tests.conftest import BUNNY, MEDIA_ONLY, Media, Published, process_to, run_cli
 from vidpipe.encoders import hls
 from vidpipe.encoders.thumbnails import score_frame
 
@@ -175,7 +175,7 @@ def test_rerun_is_idempotent(media: Media, data_dir: Path) -> None:
 
 
 def test_1080p_gets_five_rungs(media: Media, data_dir: Path) -> None:
-    pub = process_to(data_dir, media.clip_1080p)
+    pub = process_to(data_dir, media.clip_1080p, env=MEDIA_ONLY)
     master = check_published(pub)
     heights = sorted(p.stream_info.resolution[1] for p in master.playlists)
     assert heights == [240, 360, 480, 720, 1080]
@@ -194,7 +194,7 @@ def test_1080p_gets_five_rungs(media: Media, data_dir: Path) -> None:
 def test_geometry_upright_even_square(
     media: Media, data_dir: Path, clip: str, expected: list[tuple[int, int]]
 ) -> None:
-    pub = process_to(data_dir, getattr(media, clip))
+    pub = process_to(data_dir, getattr(media, clip), env=MEDIA_ONLY)
     master = check_published(pub)
     got = sorted((p.stream_info.resolution for p in master.playlists), reverse=True)
     assert got == expected
@@ -215,7 +215,7 @@ def test_geometry_upright_even_square(
 
 
 def test_vfr_becomes_cfr(media: Media, data_dir: Path) -> None:
-    pub = process_to(data_dir, media.vfr)
+    pub = process_to(data_dir, media.vfr, env=MEDIA_ONLY)
     assert pub.manifest["source"]["video"]["is_vfr"] is True
     master = check_published(pub)
     _, _, _, times = decoded_stream(rung_file(pub, master.playlists[0].uri))
@@ -224,7 +224,7 @@ def test_vfr_becomes_cfr(media: Media, data_dir: Path) -> None:
 
 
 def test_audio_only(media: Media, data_dir: Path) -> None:
-    pub = process_to(data_dir, media.audio_only)
+    pub = process_to(data_dir, media.audio_only, env=MEDIA_ONLY)
     master = check_published(pub)
     manifest = pub.manifest
     assert manifest["kind"] == "audio-only"
@@ -236,7 +236,7 @@ def test_audio_only(media: Media, data_dir: Path) -> None:
 
 
 def test_video_only(media: Media, data_dir: Path) -> None:
-    pub = process_to(data_dir, media.video_only)
+    pub = process_to(data_dir, media.video_only, env=MEDIA_ONLY)
     master = check_published(pub)
     assert pub.manifest["kind"] == "video-only"
     assert master.media == [] or len(master.media) == 0
@@ -245,13 +245,13 @@ def test_video_only(media: Media, data_dir: Path) -> None:
 
 
 def test_poster_skips_black_frames(media: Media, data_dir: Path) -> None:
-    pub = process_to(data_dir, media.black)
+    pub = process_to(data_dir, media.black, env=MEDIA_ONLY)
     poster = pub.video_dir / pub.manifest["thumbnails"]["poster"]
     assert not score_frame(poster).blank
 
 
 def test_ts_segments(media: Media, data_dir: Path) -> None:
-    pub = process_to(data_dir, media.video_only, "--segment-format", "ts")
+    pub = process_to(data_dir, media.video_only, "--segment-format", "ts", env=MEDIA_ONLY)
     master = check_published(pub)
     media_pl = m3u8.load(str(pub.video_dir / master.playlists[0].uri))
     assert media_pl.segment_map in (None, []) or not media_pl.segment_map
@@ -309,7 +309,7 @@ def test_killed_run_leaves_published_video_intact(media: Media, data_dir: Path) 
     import sys
     import time
 
-    pub = process_to(data_dir, media.clip_1080p)
+    pub = process_to(data_dir, media.clip_1080p, env=MEDIA_ONLY)
     first_attempt = pub.manifest["attempt"]
     before = (pub.video_dir / "master.m3u8").read_bytes()
     proc = subprocess.Popen(
@@ -327,6 +327,7 @@ def test_killed_run_leaves_published_video_intact(media: Media, data_dir: Path) 
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        env=os.environ | MEDIA_ONLY,
     )
     # Wait until the new attempt's ffmpeg is writing segments, then kill everything.
     work = data_dir / ".work" / pub.video_id
@@ -339,7 +340,7 @@ def test_killed_run_leaves_published_video_intact(media: Media, data_dir: Path) 
     assert (pub.video_dir / "master.m3u8").read_bytes() == before
     check_published(pub)
     # The retry encodes a fresh attempt and publishes it whole.
-    again = process_to(data_dir, media.clip_1080p, "--preset", "medium")
+    again = process_to(data_dir, media.clip_1080p, "--preset", "medium", env=MEDIA_ONLY)
     assert again.manifest["attempt"] != first_attempt
     assert not any(work.iterdir()), "the killed run's scratch was not swept"
     assert (again.video_dir / "master.m3u8").read_bytes() != before

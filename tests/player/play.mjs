@@ -262,6 +262,24 @@ function harness({ masterUrl, minAdvanceS }) {
     await until('playing', () => !video.paused && video.readyState >= 2 && video.currentTime > 0);
     const start = snap();
     R.playback = { start: start.currentTime, startLevel: bottom };
+
+    // 1b. Captions: turn on the first subtitle track and wait for a cue to go active.
+    if (R.manifestSubtitleTrackCount > 0) {
+      hls.subtitleDisplay = true;
+      hls.subtitleTrack = 0;
+      const activeCue = () => {
+        for (const track of video.textTracks) {
+          if (track.mode !== 'disabled' && track.activeCues && track.activeCues.length > 0) {
+            return { label: track.label, language: track.language, text: track.activeCues[0].text };
+          }
+        }
+        return null;
+      };
+      await until('cueActive', () => activeCue() !== null || video.ended);
+      R.captions = { active: activeCue(), at: video.currentTime,
+        textTracks: [...video.textTracks].map((t) => ({ label: t.label, language: t.language,
+          mode: t.mode, cues: t.cues ? t.cues.length : 0 })) };
+    }
     await until('advance', () => video.currentTime - start.currentTime >= minAdvanceS || video.ended);
     const at = snap();
     R.playback = {
