@@ -151,7 +151,10 @@ def _timed(fn: Callable[[], tuple[float, float] | None]) -> Sample:
 def _run(argv: Sequence[str]) -> None:
     """Run one ffmpeg command to completion; stdout (``-progress``) is discarded."""
     proc = subprocess.run(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         check=False,
     )
     if proc.returncode != 0:
@@ -164,15 +167,45 @@ def _run(argv: Sequence[str]) -> None:
 
 def make_input(ffmpeg: str, path: Path, seconds: float) -> None:
     """A 1920x1080 30 fps testsrc2 + stereo sine, as H.264 (ultrafast, crf 18) + AAC mp4."""
-    _run([
-        ffmpeg, "-hide_banner", "-nostdin", "-y", "-loglevel", "error",
-        "-f", "lavfi", "-i", f"testsrc2=size=1920x1080:rate=30:duration={seconds:g}",
-        "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds:g}",
-        "-map", "0:v", "-map", "1:a",
-        "-c:v", "libx264", "-preset", "ultrafast", "-crf", "18", "-pix_fmt", "yuv420p",
-        "-c:a", "aac", "-b:a", "192k", "-ac", "2",
-        "-movflags", "+faststart", str(path),
-    ])
+    _run(
+        [
+            ffmpeg,
+            "-hide_banner",
+            "-nostdin",
+            "-y",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=size=1920x1080:rate=30:duration={seconds:g}",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=440:sample_rate=48000:duration={seconds:g}",
+            "-map",
+            "0:v",
+            "-map",
+            "1:a",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-crf",
+            "18",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "192k",
+            "-ac",
+            "2",
+            "-movflags",
+            "+faststart",
+            str(path),
+        ]
+    )
 
 
 # --------------------------------------------------------------------------- commands
@@ -191,8 +224,9 @@ class Variant:
         return self.job.layout.root
 
 
-def _job(source: Path, info: VideoInfo, plan: LadderPlan, settings: Settings,
-         out_dir: Path) -> TranscodeJob:
+def _job(
+    source: Path, info: VideoInfo, plan: LadderPlan, settings: Settings, out_dir: Path
+) -> TranscodeJob:
     """The TranscodeJob encode_attempt builds, writing under ``out_dir``.
 
     Fields other than the source, plan and layout are the settings sections of
@@ -205,8 +239,10 @@ def _job(source: Path, info: VideoInfo, plan: LadderPlan, settings: Settings,
         "plan": plan,
         "layout": OutputLayout(out_dir),
     }
-    values = {f.name: known[f.name] if f.name in known else getattr(settings, f.name)
-              for f in dataclasses.fields(TranscodeJob)}
+    values = {
+        f.name: known[f.name] if f.name in known else getattr(settings, f.name)
+        for f in dataclasses.fields(TranscodeJob)
+    }
     return TranscodeJob(**values)
 
 
@@ -218,7 +254,7 @@ def split_vidpipe_argv(argv: Sequence[str]) -> tuple[list[str], list[list[str]]]
     and ends with its path.
     """
     fc = list(argv).index("-filter_complex")
-    head, rest = list(argv[:fc]), list(argv[fc + 2:])
+    head, rest = list(argv[:fc]), list(argv[fc + 2 :])
     starts = [i for i, arg in enumerate(rest) if arg == "-map"]
     return head, [rest[a:b] for a, b in zip(starts, [*starts[1:], len(rest)], strict=True)]
 
@@ -263,7 +299,7 @@ def baseline_commands(job: TranscodeJob, ffmpeg: str) -> Baselines:
     by_path = {out[-1]: out for out in outputs}
     rungs, audio_plan = job.plan.video, job.plan.audio
     graph, labels = build_filtergraph(job)
-    labels = labels[:len(rungs)]
+    labels = labels[: len(rungs)]
     pre, filters = rung_filters(graph, labels)
     src = f"[0:v:0]{pre}," if pre else "[0:v:0]"
 
@@ -273,10 +309,12 @@ def baseline_commands(job: TranscodeJob, ffmpeg: str) -> Baselines:
     extras = tuple(f"{out[1]} {Path(out[-1]).name}" for out in outputs if out not in used)
 
     pairs = list(zip(filters, labels, strict=True))
-    graph_b = ";".join([
-        f"{src}split={len(rungs)}" + "".join(f"[s{i}]" for i in range(len(rungs))),
-        *(f"[s{i}]{flt}[{label}]" for i, (flt, label) in enumerate(pairs)),
-    ])
+    graph_b = ";".join(
+        [
+            f"{src}split={len(rungs)}" + "".join(f"[s{i}]" for i in range(len(rungs))),
+            *(f"[s{i}]{flt}[{label}]" for i, (flt, label) in enumerate(pairs)),
+        ]
+    )
     textbook = [*head, "-filter_complex", graph_b]
     for out in rung_out:
         textbook += out
@@ -307,11 +345,13 @@ class Bench:
         variant = self.variants[name]
         shutil.rmtree(variant.out_dir, ignore_errors=True)
         if name == "a":
+
             def body() -> tuple[float, float]:
                 _, _, wall, cpu = encode_attempt(
                     self.source, self.info, self.plan, self.settings, variant.out_dir
                 )
                 return wall, cpu
+
             sample = _timed(body)
         else:
             prepare_dirs(variant.job)  # the hls muxer does not create directories
@@ -319,6 +359,7 @@ class Bench:
             def bare() -> None:
                 for argv in variant.commands:
                     _run(argv)
+
             sample = _timed(bare)
         self.samples[name].append(sample)
         return sample
@@ -333,8 +374,10 @@ def check_outputs(bench: Bench) -> list[str]:
     names = [r.name for r in bench.plan.video]
     if bench.plan.audio is not None:
         names.append(bench.plan.audio.name)
-    lines = [f"{'rendition':<22} {'size':>9} {'segs':>4}   "
-             + "   ".join(f"{v + ': avg kbps / MB':>18}" for v in VARIANTS)]
+    lines = [
+        f"{'rendition':<22} {'size':>9} {'segs':>4}   "
+        + "   ".join(f"{v + ': avg kbps / MB':>18}" for v in VARIANTS)
+    ]
     for name in names:
         kind = "video" if name.startswith("avc") else "audio"
         measured = {v: hls.measure(bench.variants[v].out_dir, name, kind) for v in VARIANTS}
@@ -345,8 +388,10 @@ def check_outputs(bench: Bench) -> list[str]:
             for v, m in measured.items()
         )
         lines.append(f"{name:<22} {size:>9} {len(a.segments):>4}   {cells}")
-        if any((m.width, m.height, len(m.segments)) != (a.width, a.height, len(a.segments))
-               for m in measured.values()):
+        if any(
+            (m.width, m.height, len(m.segments)) != (a.width, a.height, len(a.segments))
+            for m in measured.values()
+        ):
             lines.append(f"  WARNING: {name} differs in size or segment count between variants")
     return lines
 
@@ -384,9 +429,13 @@ def summarize(samples: dict[str, list[Sample]]) -> Summary:
         loads = [s.other for s in samples[v] if s.other is not None]
         other[v] = median(loads) if loads else None
     return Summary(
-        wall, cpu, other,
-        ab_wall=ratio(wall["a"], wall["b"]), ab_cpu=ratio(cpu["a"], cpu["b"]),
-        ac_wall=ratio(wall["a"], wall["c"]), ac_cpu=ratio(cpu["a"], cpu["c"]),
+        wall,
+        cpu,
+        other,
+        ab_wall=ratio(wall["a"], wall["b"]),
+        ab_cpu=ratio(cpu["a"], cpu["b"]),
+        ac_wall=ratio(wall["a"], wall["c"]),
+        ac_cpu=ratio(cpu["a"], cpu["c"]),
     )
 
 
@@ -397,43 +446,63 @@ def _pct(x: float | None) -> str:
 def print_report(bench: Bench, summary: Summary, seconds: float) -> dict[str, float]:
     """The table, (a)'s breakdown and the ratios; returns (a)'s ffmpeg medians."""
     samples, repeats = bench.samples, len(bench.samples["a"])
-    header = (f"{'variant':<32} {'wall s':>7} {'cpu s':>7} {'cpu/wall':>8} "
-              f"{'x realtime':>10} {'others':>6}   wall s per round")
+    header = (
+        f"{'variant':<32} {'wall s':>7} {'cpu s':>7} {'cpu/wall':>8} "
+        f"{'x realtime':>10} {'others':>6}   wall s per round"
+    )
     print(header)
     print("-" * len(header))
     for v in VARIANTS:
         wall, cpu = summary.wall[v], summary.cpu[v]
-        print(f"{LABELS[v]:<32} {wall:7.2f} {cpu:7.2f} {ratio(cpu, wall):8.2f} "
-              f"{ratio(seconds, wall):10.2f} {_pct(summary.other[v]):>6}   "
-              + " ".join(f"{s.wall:.1f}" for s in samples[v]))
-    print(f"medians of {repeats}; cpu = user+sys of this process and its ffmpeg children; "
-          f"others = share of the {os.cpu_count()} CPUs other processes used meanwhile; "
-          f"(c) runs {len(bench.plan.video)} processes")
+        print(
+            f"{LABELS[v]:<32} {wall:7.2f} {cpu:7.2f} {ratio(cpu, wall):8.2f} "
+            f"{ratio(seconds, wall):10.2f} {_pct(summary.other[v]):>6}   "
+            + " ".join(f"{s.wall:.1f}" for s in samples[v])
+        )
+    print(
+        f"medians of {repeats}; cpu = user+sys of this process and its ffmpeg children; "
+        f"others = share of the {os.cpu_count()} CPUs other processes used meanwhile; "
+        f"(c) runs {len(bench.plan.video)} processes"
+    )
     busy = [s.other for v in VARIANTS for s in samples[v] if s.other and s.other > 0.10]
     if busy:
-        print(f"WARNING: in {len(busy)} of {repeats * len(VARIANTS)} runs other processes used "
-              f"over 10 % of the CPUs (up to {max(busy):.0%}); those wall times are inflated, "
-              f"CPU times are not. Rerun on an idle machine if the medians are affected.")
+        print(
+            f"WARNING: in {len(busy)} of {repeats * len(VARIANTS)} runs other processes used "
+            f"over 10 % of the CPUs (up to {max(busy):.0%}); those wall times are inflated, "
+            f"CPU times are not. Rerun on an idle machine if the medians are affected."
+        )
 
     a = samples["a"]
-    ff = {"wall": median([s.ffmpeg_wall or 0.0 for s in a]),
-          "cpu": median([s.ffmpeg_cpu or 0.0 for s in a])}
+    ff = {
+        "wall": median([s.ffmpeg_wall or 0.0 for s in a]),
+        "cpu": median([s.ffmpeg_cpu or 0.0 for s in a]),
+    }
     post_wall = median([s.wall - (s.ffmpeg_wall or 0.0) for s in a])
     post_cpu = median([s.cpu - (s.ffmpeg_cpu or 0.0) for s in a])
     print()
-    print(f"(a) ffmpeg: {ff['wall']:.2f} s wall / {ff['cpu']:.2f} s cpu "
-          f"({ratio(ff['wall'], summary.wall['a']):.0%} of (a)'s wall); vidpipe around it "
-          f"(dirs, HLS measure + validate): {post_wall:.2f} s wall / {post_cpu:.2f} s cpu")
-    print(f"(a) ffmpeg alone / (b): wall {ratio(ff['wall'], summary.wall['b']):.2f}, "
-          f"cpu {ratio(ff['cpu'], summary.cpu['b']):.2f}")
+    print(
+        f"(a) ffmpeg: {ff['wall']:.2f} s wall / {ff['cpu']:.2f} s cpu "
+        f"({ratio(ff['wall'], summary.wall['a']):.0%} of (a)'s wall); vidpipe around it "
+        f"(dirs, HLS measure + validate): {post_wall:.2f} s wall / {post_cpu:.2f} s cpu"
+    )
+    print(
+        f"(a) ffmpeg alone / (b): wall {ratio(ff['wall'], summary.wall['b']):.2f}, "
+        f"cpu {ratio(ff['cpu'], summary.cpu['b']):.2f}"
+    )
     best = {v: min(s.wall for s in samples[v]) for v in VARIANTS}
-    print(f"fastest runs instead of medians: a/b wall {ratio(best['a'], best['b']):.2f}, "
-          f"a/c wall {ratio(best['a'], best['c']):.2f}")
+    print(
+        f"fastest runs instead of medians: a/b wall {ratio(best['a'], best['b']):.2f}, "
+        f"a/c wall {ratio(best['a'], best['c']):.2f}"
+    )
     print()
-    print(f"a/b  wall {summary.ab_wall:.2f}  cpu {summary.ab_cpu:.2f}   "
-          f"target wall <= {TARGET_AB_WALL:.2f}: {'PASS' if summary.ab_ok else 'FAIL'}")
-    print(f"a/c  wall {summary.ac_wall:.2f}  cpu {summary.ac_cpu:.2f}   "
-          f"target wall <= {TARGET_AC_WALL:.2f}: {'PASS' if summary.ac_ok else 'FAIL'}")
+    print(
+        f"a/b  wall {summary.ab_wall:.2f}  cpu {summary.ab_cpu:.2f}   "
+        f"target wall <= {TARGET_AB_WALL:.2f}: {'PASS' if summary.ab_ok else 'FAIL'}"
+    )
+    print(
+        f"a/c  wall {summary.ac_wall:.2f}  cpu {summary.ac_cpu:.2f}   "
+        f"target wall <= {TARGET_AC_WALL:.2f}: {'PASS' if summary.ac_ok else 'FAIL'}"
+    )
     return ff
 
 
@@ -471,20 +540,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         rungs = ", ".join(f"{r.width}x{r.height}@{r.video_bitrate_kbps}k" for r in plan.video)
         audio = plan.audio.name if plan.audio else "no audio"
         print(f"vidpipe {__version__} | ffmpeg {ffmpeg}")
-        print(f"host: {platform.machine()}, {os.cpu_count()} CPUs | "
-              f"python {platform.python_version()}")
-        print(f"input: {args.seconds:g} s 1920x1080 30 fps testsrc2 + sine, "
-              f"{source.stat().st_size / 1e6:.1f} MB (generated in {gen_seconds:.1f} s)")
-        print(f"ladder {args.ladder!r}: {rungs} + {audio}; x264 preset "
-              f"{settings.encode.preset}, {settings.encode.segment_seconds} s "
-              f"{settings.encode.segment_format} segments")
+        print(
+            f"host: {platform.machine()}, {os.cpu_count()} CPUs | "
+            f"python {platform.python_version()}"
+        )
+        print(
+            f"input: {args.seconds:g} s 1920x1080 30 fps testsrc2 + sine, "
+            f"{source.stat().st_size / 1e6:.1f} MB (generated in {gen_seconds:.1f} s)"
+        )
+        print(
+            f"ladder {args.ladder!r}: {rungs} + {audio}; x264 preset "
+            f"{settings.encode.preset}, {settings.encode.segment_seconds} s "
+            f"{settings.encode.segment_format} segments"
+        )
         print(f"(a) also writes, (b) and (c) do not: {', '.join(baselines.extras) or 'nothing'}")
         print(f"targets: a/b wall <= {TARGET_AB_WALL:.2f}, a/c wall <= {TARGET_AC_WALL:.2f}")
         print(f"rounds: {args.repeats}, order rotated each round; wall s / cpu s (others)")
         sys.stdout.flush()
 
         for rnd in range(args.repeats):
-            order = VARIANTS[rnd % 3:] + VARIANTS[:rnd % 3]
+            order = VARIANTS[rnd % 3 :] + VARIANTS[: rnd % 3]
             done = []
             for name in order:
                 s = bench.run_once(name)
@@ -510,14 +585,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             "repeats": args.repeats,
             "preset": settings.encode.preset,
             "ladder": args.ladder,
-            "plan": {"video": [asdict(r) for r in plan.video],
-                     "audio": asdict(plan.audio) if plan.audio else None},
+            "plan": {
+                "video": [asdict(r) for r in plan.video],
+                "audio": asdict(plan.audio) if plan.audio else None,
+            },
             "samples": {v: [asdict(s) for s in bench.samples[v]] for v in VARIANTS},
-            "median": {v: {"wall": summary.wall[v], "cpu": summary.cpu[v],
-                           "others": summary.other[v]} for v in VARIANTS},
+            "median": {
+                v: {"wall": summary.wall[v], "cpu": summary.cpu[v], "others": summary.other[v]}
+                for v in VARIANTS
+            },
             "a_ffmpeg_median": ff,
-            "ratios": {"a/b": {"wall": summary.ab_wall, "cpu": summary.ab_cpu},
-                       "a/c": {"wall": summary.ac_wall, "cpu": summary.ac_cpu}},
+            "ratios": {
+                "a/b": {"wall": summary.ab_wall, "cpu": summary.ab_cpu},
+                "a/c": {"wall": summary.ac_wall, "cpu": summary.ac_cpu},
+            },
             "targets": {"a/b_wall": TARGET_AB_WALL, "a/c_wall": TARGET_AC_WALL},
             "pass": {"a/b": summary.ab_ok, "a/c": summary.ac_ok},
             "argv": {
@@ -530,8 +611,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.json.write_text(json.dumps(report, indent=2))
         print(f"raw numbers: {args.json}")
 
-    print(f"RESULT a/b wall={summary.ab_wall:.2f} cpu={summary.ab_cpu:.2f} | "
-          f"a/c wall={summary.ac_wall:.2f} cpu={summary.ac_cpu:.2f}")
+    print(
+        f"RESULT a/b wall={summary.ab_wall:.2f} cpu={summary.ab_cpu:.2f} | "
+        f"a/c wall={summary.ac_wall:.2f} cpu={summary.ac_cpu:.2f}"
+    )
     return 0
 
 

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     one = asr.load_audio(JFK)
     copies = max(1, args.copies)
     gap = np.zeros(asr.SAMPLE_RATE_HZ // 2, dtype=np.float32)  # 0.5 s between repeats
-    audio = np.concatenate([np.concatenate([one, gap])] * copies)
+    audio = np.concatenate([one, *([gap, one] * (copies - 1))])
     audio_seconds = audio.shape[0] / asr.SAMPLE_RATE_HZ
     reference = " ".join([JFK_TEXT] * copies)
 
@@ -210,9 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{'passes':>6}"
     )
     rtf: dict[str, float] = {}
+    cpu_seconds: dict[str, float] = {}
     for engine, runs in samples.items():
         wall = statistics.median(s.wall_seconds for s in runs)
-        cpu = statistics.median(s.cpu_seconds for s in runs)
+        cpu = cpu_seconds[engine] = statistics.median(s.cpu_seconds for s in runs)
         others = [s.others for s in runs if s.others is not None]
         rtf[engine] = wall / audio_seconds
         print(
@@ -221,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{max(s.wer for s in runs):6.1%} {max(s.passes for s in runs):6d}"
         )
     speedup = rtf["openai-whisper"] / rtf["faster-whisper"]
+    cpu_ratio = cpu_seconds["openai-whisper"] / cpu_seconds["faster-whisper"]
     print(f"speedup (openai-whisper rtf / faster-whisper rtf): {speedup:.2f}x; target >= 3x")
+    print(f"cpu seconds ratio (openai-whisper / faster-whisper): {cpu_ratio:.2f}x")
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -233,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
                     "load_seconds": load_seconds,
                     "rtf": rtf,
                     "speedup": speedup,
+                    "cpu_seconds": cpu_seconds,
+                    "cpu_ratio": cpu_ratio,
                     "samples": {e: [asdict(s) for s in runs] for e, runs in samples.items()},
                 },
                 indent=2,

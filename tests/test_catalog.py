@@ -272,9 +272,12 @@ def test_stop_embedded_stops_the_server_and_a_reopen_restarts_it(tmp_path: Path)
 def test_records_copy_the_pipeline_results() -> None:
     from vidpipe.encoders.pipeline import RenditionResult, StoredFile
 
-    r = RenditionResult("avc_720p30_3000k", "video", "A/hls/avc_720p30_3000k/index.m3u8",
-                        "avc1.64001f", 1280, 720, 30.0, 3000, 2900.5, 3400.0, 2_900_500,
-                        3_400_000, 3, 10.0, 3_600_000)  # fmt: skip
+    r = RenditionResult(
+        name="avc_720p30_3000k", kind="video", playlist="A/hls/avc_720p30_3000k/index.m3u8",
+        codecs="avc1.64001f", width=1280, height=720, fps=30.0, target_kbps=3000,
+        average_kbps=2900.5, peak_kbps=3400.0, average_bps=2_900_500, peak_bps=3_400_000,
+        start_pts_90k=0, segments=3, duration_seconds=10.0, bytes=3_600_000,
+    )  # fmt: skip
     assert Rendition.of(r) == Rendition(
         **{f: getattr(r, f) for f in Rendition.__dataclass_fields__}
     )

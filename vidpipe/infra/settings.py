@@ -119,7 +119,9 @@ class TranscribeSettings(_Section):
     word_timestamps: bool = Field(False, description="Add per-word times to transcript.json.")
     threads: int = Field(0, ge=0, le=256, description="CPU threads; 0 lets the engine decide.")
     models_dir: Path | None = Field(
-        None, description="Where converted/assembled weights are cached; default ~/.cache/vidpipe."
+        None,
+        description="Where assembled/converted weights are cached; default "
+        "$XDG_CACHE_HOME/vidpipe/models or ~/.cache/vidpipe/models.",
     )
 
 

@@ -10,7 +10,16 @@ VAD: faster-whisper runs its own Silero VAD (``vad_filter``). For
 openai-whisper the same steps are repeated here with faster-whisper's own
 functions and defaults (``get_speech_timestamps`` with ``VadOptions()``,
 ``collect_chunks``, then timestamps mapped back with ``SpeechTimestampsMap``),
-so both engines see the same speech-only audio.
+so both engines see the same speech-only audio and report times on the
+original clock. The one difference: when VAD finds no speech at all,
+faster-whisper still runs (and we discard) language detection on empty audio,
+openai-whisper is not called.
+
+Language: detected per file on the first 30 s (of speech, with VAD) unless
+fixed. openai-whisper's ``transcribe`` does not return the probability, so
+``model.detect_language`` is called here on exactly the window it would use,
+and its answer is passed on; like faster-whisper, that costs one extra encoder
+pass per file. English-only models report "en" with probability 1.
 
 Audio without speech is an empty transcript with ``no_speech=True``, never an
 error. Each model is loaded once per process; torch, whisper and
