@@ -33,7 +33,7 @@ from vidpipe.encoders.transcode import (
 )
 from vidpipe.infra.errors import PlaylistInvalid
 from vidpipe.infra.ffmpeg import ffmpeg_exe
-from vidpipe.infra.ingest import SourceRef
+from vidpipe.infra.ingest import SourceRef, sha256_file
 from vidpipe.infra.scratch import scratch_dir
 from vidpipe.infra.settings import Settings
 from vidpipe.infra.storage import Storage
@@ -89,14 +89,6 @@ class TranscodeResult:
 def new_attempt_id() -> str:
     """Sortable and unique: ``20261125T110000Z-1a2b3c``."""
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _rendition(mp: hls.MediaPlaylist, prefix: str, target_kbps: int) -> RenditionResult:
@@ -249,7 +241,7 @@ def upload_tree(storage: Storage, root: Path, base: str, prefix: str) -> tuple[S
     for path in files:
         rel = f"{prefix}/{path.relative_to(root).as_posix()}"
         storage.put_file(f"{base}/{rel}", path)
-        stored.append(StoredFile(rel, path.stat().st_size, _sha256(path)))
+        stored.append(StoredFile(rel, path.stat().st_size, sha256_file(path)))
     return tuple(stored)
 
 

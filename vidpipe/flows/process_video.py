@@ -153,42 +153,22 @@ def _process(
     log.info("probed %s: %s, %.2f s", src.video_id, info.kind, info.duration_seconds)
     plan = plan_ladder(info, load_ladder(settings.encode.ladder), settings.encode.fps_cap)
 
-    encoded: TranscodeResult = _run(
-        "transcode", transcode, settings, stages, src, info, plan, settings
-    )
-    extras = _analyse(src, encoded, settings, stages)
-    try:
-        published: PublishResult = _run(
-            "publish",
-            publish_attempt,
-            settings,
-            stages,
-            src,
-            info,
-            encoded,
-            extras,
-            stages,
-            settings,
-        )
-    except PlaylistInvalid as exc:
-        # A cached attempt whose files are gone from storage: encode a fresh one.
-        log.warning("cached attempt unusable (%s); encoding a fresh attempt", exc)
-        encoded = _run(
-            "transcode", transcode, settings, stages, src, info, plan, settings, refresh=True
+    for fresh in (False, True):
+        encoded: TranscodeResult = _run(
+            "transcode", transcode, settings, stages, src, info, plan, settings, refresh=fresh
         )
         extras = _analyse(src, encoded, settings, stages)
-        published = _run(
-            "publish",
-            publish_attempt,
-            settings,
-            stages,
-            src,
-            info,
-            encoded,
-            extras,
-            stages,
-            settings,
-        )
+        publish_args = (src, info, encoded, extras, stages, settings)
+        try:
+            published: PublishResult = _run(
+                "publish", publish_attempt, settings, stages, *publish_args
+            )
+            break
+        except PlaylistInvalid as exc:
+            if fresh:
+                raise
+            # A cached attempt whose files are gone from storage: encode a fresh one.
+            log.warning("cached attempt unusable (%s); encoding a fresh attempt", exc)
     record.published(catalog, open_storage(settings), src.video_id, encoded, extras, stages)
     log.info(
         "published %s attempt %s (changed=%s)", src.video_id, encoded.attempt, published.changed

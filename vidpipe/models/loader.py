@@ -9,7 +9,6 @@ never here.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import tempfile
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from vidpipe.infra.errors import ConfigError
+from vidpipe.infra.ingest import sha256_file
 
 T = TypeVar("T")
 
@@ -94,11 +94,7 @@ def existing_file(configured: str) -> Path:
 @cache
 def file_sha256(path: Path) -> str:
     """sha256 of a weights file, hex; computed once per process and path."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 def torch_device(device: str) -> str:

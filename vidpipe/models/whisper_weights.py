@@ -19,7 +19,6 @@ reader never sees half a model and two processes racing both end up fine.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -38,6 +37,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from vidpipe.infra.errors import ConfigError
+from vidpipe.infra.ingest import sha256_file
 
 CT2_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")
 _CT2_BINARY_VERSIONS = (5, 6)  # what this reader was checked against
@@ -383,17 +383,9 @@ def _vocabulary_size(ct2_dir: Path) -> int | None:
     return None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @cache
 def _fingerprint(model_bin: Path, size: int, mtime_ns: int) -> str:
-    return _sha256(model_bin)[:16]
+    return sha256_file(model_bin)[:16]
 
 
 def openai_checkpoint(ct2_dir: Path, cache_dir: Path | None = None) -> Path:
