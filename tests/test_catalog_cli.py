@@ -205,3 +205,38 @@ def test_people_are_detected_end_to_end(data_dir: Path, tmp_path: Path) -> None:
     assert pub.manifest["safety"]["verdict"] == "ok"
     shown = run_cli("show", pub.video_id, "--data-dir", str(data_dir))
     assert "top labels" in shown.stdout and "person" in shown.stdout
+
+
+def test_reprocess_one_rendition(media: Media, data_dir: Path) -> None:
+    import m3u8
+
+    from tests.test_process import check_published
+
+    pub = process_to(data_dir, media.clip_1080p, env=MEDIA_ONLY)
+    before = m3u8.load(str(pub.video_dir / "master.m3u8"))
+    uris = {p.stream_info.resolution[1]: p.uri for p in before.playlists}
+    rung = Path(uris[240]).parent.name  # avc_240p30_500k
+    kept = {h: (pub.video_dir / u).read_bytes() for h, u in uris.items() if h != 240}
+
+    run = run_cli(
+        "reprocess", pub.video_id, "--renditions", rung, "--data-dir", str(data_dir), env=MEDIA_ONLY
+    )
+    assert run.returncode == 0, run.stderr
+    assert "transcode-rungs" in run.stdout and "1 ok, 0 failed" in run.stdout
+    after = check_published(pub)  # aligned segments, keyframes, every URI present
+    new_uris = {p.stream_info.resolution[1]: p.uri for p in after.playlists}
+    assert new_uris[240] != uris[240]  # the rung now lives in a fresh attempt
+    assert new_uris[240].split("/")[0] == pub.manifest["attempt"]
+    for h, data in kept.items():  # every other rung is reused as it was
+        assert new_uris[h] == uris[h] and (pub.video_dir / uris[h]).read_bytes() == data
+
+    bad = run_cli(
+        "reprocess",
+        pub.video_id,
+        "--renditions",
+        "avc_4000p",
+        "--data-dir",
+        str(data_dir),
+        env=MEDIA_ONLY,
+    )
+    assert bad.returncode == 1 and "no rendition 'avc_4000p'" in bad.stdout

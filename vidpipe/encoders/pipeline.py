@@ -15,7 +15,7 @@ import json
 import secrets
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,7 @@ def encode_attempt(
     settings: Settings,
     attempt_dir: Path,
     on_progress: Callable[[float], None] | None = None,
+    byproducts: bool = True,
 ) -> tuple[list[hls.MediaPlaylist], hls.MediaPlaylist | None, float, float]:
     """Run ffmpeg once into ``attempt_dir``, then measure and validate the HLS it wrote.
 
@@ -135,6 +136,7 @@ def encode_attempt(
         thumbnails=settings.thumbnails,
         layout=layout,
         frames=settings.frames,
+        byproducts=byproducts,
     )
     prepare_dirs(job)
     expect = [layout.playlist(r.name) for r in plan.video]
@@ -164,18 +166,25 @@ def transcode_to_storage(
     settings: Settings,
     storage: Storage,
     on_progress: Callable[[float], None] | None = None,
+    byproducts: bool = True,
 ) -> TranscodeResult:
     """Encode, assemble thumbnails, validate, and upload one attempt. Safe to re-run:
-    every run writes a fresh attempt prefix and never touches a published one."""
+    every run writes a fresh attempt prefix and never touches a published one.
+
+    ``byproducts=False`` encodes only the plan's rungs (a rung-level re-encode).
+    """
     attempt = new_attempt_id()
     with scratch_dir(settings.work_dir / source.video_id, attempt) as scratch:
         local = source.local_file(storage, scratch)
         out = scratch / "out"
-        video, audio, wall, cpu = encode_attempt(local, info, plan, settings, out, on_progress)
-        poster, blank, storyboard = (
-            _thumbnails(out, info, settings) if video else (None, False, None)
+        video, audio, wall, cpu = encode_attempt(
+            local, info, plan, settings, out, on_progress, byproducts
         )
-        frame_count = write_frame_index(OutputLayout(out).frames_dir) if video else 0
+        extras = video and byproducts
+        poster, blank, storyboard = (
+            _thumbnails(out, info, settings) if extras else (None, False, None)
+        )
+        frame_count = write_frame_index(OutputLayout(out).frames_dir) if extras else 0
         asr = OutputLayout(out).asr_audio
         prefix = attempt
         files = upload_tree(storage, out, f"videos/{source.video_id}", prefix)
@@ -209,6 +218,24 @@ def write_frame_index(frames_dir: Path) -> int:
     index = [{"t": int(p.stem) / 1000, "file": p.name} for p in frames]
     (frames_dir / "index.json").write_text(json.dumps(index))
     return len(index)
+
+
+def merge_rungs(base: TranscodeResult, partial: TranscodeResult) -> TranscodeResult:
+    """``base`` with the rungs of ``partial`` (a rung-level re-encode) swapped in.
+
+    The merged result is named after the new attempt; its master points at the
+    new attempt for the swapped rungs and at ``base``'s attempt for the rest.
+    Both encodes share segment length and keyframe times, so rungs stay aligned.
+    """
+    swapped = {r.name: r for r in partial.video}
+    return replace(
+        base,
+        attempt=partial.attempt,
+        video=tuple(swapped.get(r.name, r) for r in base.video),
+        files=(*base.files, *partial.files),
+        encode_wall_seconds=partial.encode_wall_seconds,
+        encode_cpu_seconds=partial.encode_cpu_seconds,
+    )
 
 
 def _thumbnails(

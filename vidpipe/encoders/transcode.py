@@ -71,6 +71,7 @@ class TranscodeJob:
     thumbnails: ThumbnailSettings
     layout: OutputLayout
     frames: FrameSettings
+    byproducts: bool = True  # tiles, poster candidates, vision frames, ASR audio
 
 
 ASR_SAMPLE_RATE_HZ = 16000
@@ -187,9 +188,9 @@ def build_filtergraph(job: TranscodeJob) -> tuple[str, list[str]]:
         branches = [f"[v{i}]"]
         if i < len(rungs) - 1:
             branches.append(f"[next{i}]")  # the rung below is scaled from this one
-        else:
+        elif job.byproducts:
             branches.append("[tilesrc]")  # storyboard tiles from the smallest rung
-        if i == 0:
+        if i == 0 and job.byproducts:
             branches.append("[postersrc]")  # poster candidates at full rung size
             branches.append("[framesrc]")  # frames for the vision stages
         head = f"fps={fps}," if i == 0 else ""
@@ -199,6 +200,8 @@ def build_filtergraph(job: TranscodeJob) -> tuple[str, list[str]]:
         )
         labels.append(f"v{i}")
         prev = f"[next{i}]"
+    if not job.byproducts:
+        return ";".join(c.replace("split=1", "null") for c in chains), labels
     tile_w, tile_h = tile_size(plan, thumbs.storyboard_tile_width)
     chains.append(
         f"[tilesrc]fps=1/{thumbs.storyboard_interval_seconds:g},scale={tile_w}:{tile_h}[tiles]"
@@ -268,6 +271,7 @@ def build_transcode_argv(ffmpeg: str, job: TranscodeJob) -> list[str]:
             argv += ["-map", f"[{labels[i]}]", "-an", "-sn", "-dn"]
             argv += _video_codec_args(job, rung)
             argv += ["-video_track_timescale", "90000", *_hls_muxer(job, rung.name)]
+    if job.plan.video and job.byproducts:
         argv += _image_output("tiles", job.layout.tiles_dir / "tile_%05d.jpg", 5)
         argv += _image_output("poster", job.layout.candidates_dir / "cand_%03d.jpg", 2)
         cap = str(round(job.frames.max_frames * 1.5))  # regular picks plus scene changes
@@ -293,6 +297,7 @@ def build_transcode_argv(ffmpeg: str, job: TranscodeJob) -> list[str]:
             str(a.sample_rate_hz),
             *_hls_muxer(job, a.name),
         ]
+    if job.plan.audio is not None and job.byproducts:
         argv += [
             "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(ASR_SAMPLE_RATE_HZ),
             "-c:a", "flac", "-f", "flac", str(job.layout.asr_audio),
@@ -307,9 +312,9 @@ def prepare_dirs(job: TranscodeJob) -> None:
         names.append(job.plan.audio.name)
     for name in names:
         job.layout.rendition_dir(name).mkdir(parents=True, exist_ok=True)
-    if job.plan.video:
+    if job.plan.video and job.byproducts:
         job.layout.tiles_dir.mkdir(parents=True, exist_ok=True)
         job.layout.candidates_dir.mkdir(parents=True, exist_ok=True)
         job.layout.frames_dir.mkdir(parents=True, exist_ok=True)
-    if job.plan.audio:
+    if job.plan.audio and job.byproducts:
         job.layout.asr_audio.parent.mkdir(parents=True, exist_ok=True)

@@ -341,6 +341,13 @@ def reprocess(
         ),
     ] = None,
     force: Annotated[bool, typer.Option(help="Re-run stages even when nothing changed.")] = False,
+    renditions: Annotated[
+        str | None,
+        typer.Option(
+            help="Re-encode only these rungs (comma-separated, e.g. avc_240p30_500k), reusing the "
+            "rest; the master is re-published atomically."
+        ),
+    ] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the plan; change nothing.")] = False,
     concurrency: Annotated[int, typer.Option(min=1, max=32, help="Videos at a time.")] = 1,
     config_file: ConfigOpt = None,
@@ -358,7 +365,8 @@ def reprocess(
                 catalog, video_ids or [], all_videos=all_videos, status=status, since=since
             )
             forced = reprocessing.parse_stages(stages, force)
-            plans = [reprocessing.plan(catalog, settings, v, forced) for v in videos]
+            rungs = tuple(r.strip() for r in (renditions or "").split(",") if r.strip())
+            plans = [reprocessing.plan(catalog, settings, v, forced, rungs) for v in videos]
     except PermanentError as exc:
         raise _bad_input(exc) from None
     table = Table(title=f"plan for {len(plans)} videos", title_justify="left")

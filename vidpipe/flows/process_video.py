@@ -21,12 +21,18 @@ from typing import Any, cast
 from prefect import Task, flow, get_run_logger
 from prefect.client.schemas.objects import State
 
-from vidpipe.encoders.ladder import plan_ladder
-from vidpipe.encoders.pipeline import PublishResult, StageOutput, TranscodeResult, stage_timing
+from vidpipe.encoders.ladder import LadderPlan, plan_ladder
+from vidpipe.encoders.pipeline import (
+    PublishResult,
+    StageOutput,
+    TranscodeResult,
+    merge_rungs,
+    stage_timing,
+)
 from vidpipe.encoders.probe import VideoInfo
 from vidpipe.flows import record
 from vidpipe.infra.catalog import Catalog, open_catalog
-from vidpipe.infra.errors import PermanentError, PlaylistInvalid
+from vidpipe.infra.errors import ConfigError, PermanentError, PlaylistInvalid
 from vidpipe.infra.ingest import SourceRef
 from vidpipe.infra.settings import Settings, load_ladder, load_settings, storage_overrides
 from vidpipe.infra.storage import open_storage
@@ -35,7 +41,7 @@ from vidpipe.tasks.common import bind, results_here
 from vidpipe.tasks.ingest import ingest
 from vidpipe.tasks.probe import probe_source
 from vidpipe.tasks.publish import publish_attempt
-from vidpipe.tasks.transcode import transcode
+from vidpipe.tasks.transcode import transcode, transcode_rungs
 from vidpipe.tasks.transcribe import transcribe_audio
 
 
@@ -114,10 +120,12 @@ def process_video(
     video_id: str | None = None,
     overrides: dict[str, Any] | None = None,
     force: list[str] | None = None,
+    renditions: list[str] | None = None,
 ) -> ProcessResult:
     """Process one local file into a published HLS ladder under ``videos/{video_id}/``.
 
-    ``force`` names stages to re-run even when their cached result is valid.
+    ``force`` names stages to re-run even when their cached result is valid;
+    ``renditions`` names rungs to re-encode on their own, reusing every other.
     """
     log = get_run_logger()
     settings = build_settings(config, out, ladder, overrides)
@@ -131,7 +139,7 @@ def process_video(
         with catalog.video_lock(src.video_id):
             record.start_processing(catalog, src.video_id)
             try:
-                result = _process(src, settings, stages, catalog, log)
+                result = _process(src, settings, stages, catalog, log, renditions or [])
             except PermanentError as exc:
                 record.fail(catalog, src.video_id, "rejected", exc, stages)
                 raise
@@ -147,6 +155,7 @@ def _process(
     stages: dict[str, dict[str, Any]],
     catalog: Catalog,
     log: Any,
+    renditions: list[str],
 ) -> ProcessResult:
     info: VideoInfo = _run("probe", probe_source, settings, stages, src, settings)
     record.probed(catalog, src.video_id, info)
@@ -157,6 +166,10 @@ def _process(
         encoded: TranscodeResult = _run(
             "transcode", transcode, settings, stages, src, info, plan, settings, refresh=fresh
         )
+        if renditions:
+            partial = _run("transcode-rungs", transcode_rungs, settings, stages,
+                           src, info, _only(plan, renditions), settings)  # fmt: skip
+            encoded = merge_rungs(encoded, partial)
         extras = _analyse(src, encoded, settings, stages)
         publish_args = (src, info, encoded, extras, stages, settings)
         try:
@@ -174,6 +187,17 @@ def _process(
         "published %s attempt %s (changed=%s)", src.video_id, encoded.attempt, published.changed
     )
     return ProcessResult(src, info, encoded, published, stages, tuple(extras))
+
+
+def _only(plan: LadderPlan, names: list[str]) -> LadderPlan:
+    """The plan's rungs named in ``names`` (no audio); an unknown name is a clear error."""
+    known = [r.name for r in plan.video]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(
+            f"no rendition {unknown[0]!r} in this video's ladder; renditions: {', '.join(known)}"
+        )
+    return LadderPlan(video=tuple(r for r in plan.video if r.name in names), audio=None)
 
 
 def _analyse(

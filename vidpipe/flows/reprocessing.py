@@ -43,6 +43,7 @@ class Plan:
     size_bytes: int
     steps: tuple[Step, ...]
     force: tuple[str, ...]
+    renditions: tuple[str, ...] = ()
 
     @property
     def runs(self) -> int:
@@ -111,7 +112,13 @@ def _when(run: StageRun) -> datetime:
     return run.finished_at or run.started_at or datetime.min.replace(tzinfo=UTC)
 
 
-def plan(catalog: Catalog, settings: Settings, video: Video, force: tuple[str, ...]) -> Plan:
+def plan(
+    catalog: Catalog,
+    settings: Settings,
+    video: Video,
+    force: tuple[str, ...],
+    renditions: tuple[str, ...] = (),
+) -> Plan:
     recorded: dict[str, StageRun] = {}
     for run in sorted(catalog.stage_runs(video.id), key=_when):
         if run.status == "succeeded" and run.stage in STAGES:
@@ -139,11 +146,14 @@ def plan(catalog: Catalog, settings: Settings, video: Video, force: tuple[str, .
         if action != "reuse":
             running.add(stage)
         steps.append(Step(stage, was, now, action))
+    if renditions:
+        steps.append(Step("transcode-rungs", "-", ", ".join(renditions), "run: re-encode rungs"))
     if not video.source_key:
         raise PermanentError(f"video {video.id} has no stored original to reprocess from")
     return Plan(
-        video.id, video.source_sha256, video.source_key, video.size_bytes, tuple(steps), force
-    )
+        video.id, video.source_sha256, video.source_key, video.size_bytes, tuple(steps), force,
+        renditions,
+    )  # fmt: skip
 
 
 def _run_one(plan: Plan, settings: Settings, config_file: Path | None) -> Outcome:
@@ -158,6 +168,7 @@ def _run_one(plan: Plan, settings: Settings, config_file: Path | None) -> Outcom
                 str(local), config=str(config_file) if config_file else None,
                 video_id=plan.video_id, overrides={"data_dir": str(settings.data_dir)},
                 force=list(plan.force),
+                renditions=list(plan.renditions) or None,
             )  # fmt: skip
     except Exception as exc:  # one video's failure must not stop the batch
         return Outcome(plan.video_id, "failed", str(exc).splitlines()[0][:200])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from vidpipe.encoders.ladder import LadderPlan
 from vidpipe.encoders.pipeline import TranscodeResult, transcode_to_storage
@@ -52,3 +53,24 @@ def transcode(
         open_storage(settings),
         on_progress=progress.reporter("transcode", info.duration_seconds),
     )
+
+
+@task(
+    name="transcode-rungs",
+    task_run_name="transcode-rungs-{source.video_id}",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retries=len(RETRY_DELAYS_SECONDS),
+    retry_delay_seconds=RETRY_DELAYS_SECONDS,
+    retry_jitter_factor=0.5,
+    retry_condition_fn=only_transient,
+    tags=["transcode"],
+)
+def transcode_rungs(
+    source: SourceRef, info: VideoInfo, plan: LadderPlan, settings: Settings
+) -> TranscodeResult:
+    """Re-encode only ``plan``'s rungs into a fresh attempt (no audio, no by-products)."""
+    return transcode_to_storage(
+        source, info, plan, settings, open_storage(settings),
+        on_progress=progress.reporter("transcode", info.duration_seconds), byproducts=False,
+    )  # fmt: skip
