@@ -94,6 +94,8 @@ def test_reprocess_reruns_only_what_changed(media: Media, data_dir: Path) -> Non
         "VIDPIPE_SAFETY__ENABLED": "false",
         "VIDPIPE_DEEPFAKE__ENABLED": "false",
     }
+    attempt = pub.manifest["attempt"]
+    before = {p: p.stat().st_mtime_ns for p in pub.video_dir.rglob("*") if p.is_file()}
     plan = run_cli("reprocess", pub.video_id, "--dry-run", "--data-dir", str(data_dir), env=env)
     assert plan.returncode == 0, plan.stderr
     rows = {
@@ -102,14 +104,14 @@ def test_reprocess_reruns_only_what_changed(media: Media, data_dir: Path) -> Non
         if line.startswith("│")
     }
     assert rows == {"probe": "reuse", "transcode": "reuse", "transcribe": "run: options changed"}
-    before = sorted(p.name for p in (pub.video_dir).iterdir())
-    assert sorted(p.name for p in pub.video_dir.iterdir()) == before  # dry run wrote nothing
+    after = {p: p.stat().st_mtime_ns for p in pub.video_dir.rglob("*") if p.is_file()}
+    assert after == before  # the dry run wrote nothing
 
     run = run_cli("reprocess", pub.video_id, "--data-dir", str(data_dir), env=env)
     assert run.returncode == 0, run.stderr
     assert "ran ingest, transcribe, embed, publish" in run.stdout
     assert "1 ok, 0 failed" in run.stdout
-    assert pub.manifest["attempt"]  # the transcode attempt is reused
+    assert pub.manifest["attempt"] == attempt  # the transcode attempt is reused
     forced = run_cli(
         "reprocess",
         pub.video_id,
@@ -122,6 +124,7 @@ def test_reprocess_reruns_only_what_changed(media: Media, data_dir: Path) -> Non
     )
     assert forced.returncode == 0, forced.stderr
     assert "transcode" in forced.stdout.split("ran", 1)[1]
+    assert pub.manifest["attempt"] != attempt  # a forced transcode publishes a fresh attempt
     bad = run_cli(
         "reprocess", pub.video_id, "--stages", "transcoder", "--force", "--data-dir", str(data_dir)
     )
