@@ -45,6 +45,15 @@ def only_transient(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -
     return isinstance(exc, OSError | TimeoutError | ConnectionError)
 
 
+# Every stage's retry rule: transient failures only, backoff with jitter.
+RETRY_TRANSIENT: dict[str, Any] = {
+    "retries": len(RETRY_DELAYS_SECONDS),
+    "retry_delay_seconds": RETRY_DELAYS_SECONDS,
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": only_transient,
+}
+
+
 def bind(task: Task[Any, Any], settings: Settings) -> Task[Any, Any]:
     """Point a task's cache keys and locks at this data dir (see ``results_here``)."""
     policy = getattr(task, "cache_policy", None)

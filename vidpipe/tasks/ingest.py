@@ -10,15 +10,12 @@ from prefect.cache_policies import NO_CACHE
 from vidpipe.infra.ingest import SourceRef, ingest_file
 from vidpipe.infra.settings import Settings
 from vidpipe.infra.storage import open_storage
-from vidpipe.tasks.common import RETRY_DELAYS_SECONDS, only_transient
+from vidpipe.tasks.common import RETRY_TRANSIENT
 
 
 @task(
     name="ingest",
-    retries=len(RETRY_DELAYS_SECONDS),
-    retry_delay_seconds=RETRY_DELAYS_SECONDS,
-    retry_jitter_factor=0.5,
-    retry_condition_fn=only_transient,
+    **RETRY_TRANSIENT,
     cache_policy=NO_CACHE,
     persist_result=False,
 )

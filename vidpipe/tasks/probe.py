@@ -11,7 +11,7 @@ from vidpipe.infra.ingest import SourceRef
 from vidpipe.infra.scratch import scratch_dir
 from vidpipe.infra.settings import Settings, options_hash
 from vidpipe.infra.storage import open_storage
-from vidpipe.tasks.common import RETRY_DELAYS_SECONDS, only_transient, stage_cache
+from vidpipe.tasks.common import RETRY_TRANSIENT, stage_cache
 
 PROBE_VERSION = 1
 
@@ -21,9 +21,7 @@ PROBE_VERSION = 1
     task_run_name="probe-{source.video_id}",
     cache_policy=stage_cache("probe", PROBE_VERSION, lambda p: options_hash(p["settings"].limits)),
     persist_result=True,
-    retries=len(RETRY_DELAYS_SECONDS),
-    retry_delay_seconds=RETRY_DELAYS_SECONDS,
-    retry_condition_fn=only_transient,
+    **RETRY_TRANSIENT,
 )
 def probe_source(source: SourceRef, settings: Settings) -> VideoInfo:
     with scratch_dir(settings.work_dir / source.video_id, f"probe-{uuid.uuid4().hex[:8]}") as tmp:

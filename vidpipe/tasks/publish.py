@@ -12,7 +12,7 @@ from vidpipe.encoders.probe import VideoInfo
 from vidpipe.infra.ingest import SourceRef
 from vidpipe.infra.settings import Settings
 from vidpipe.infra.storage import open_storage
-from vidpipe.tasks.common import RETRY_DELAYS_SECONDS, only_transient
+from vidpipe.tasks.common import RETRY_TRANSIENT
 
 
 @task(
@@ -20,9 +20,7 @@ from vidpipe.tasks.common import RETRY_DELAYS_SECONDS, only_transient
     task_run_name="publish-{source.video_id}",
     cache_policy=NO_CACHE,
     persist_result=False,
-    retries=len(RETRY_DELAYS_SECONDS),
-    retry_delay_seconds=RETRY_DELAYS_SECONDS,
-    retry_condition_fn=only_transient,
+    **RETRY_TRANSIENT,
 )
 def publish_attempt(
     source: SourceRef,

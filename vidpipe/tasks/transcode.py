@@ -14,7 +14,7 @@ from vidpipe.infra import progress
 from vidpipe.infra.ingest import SourceRef
 from vidpipe.infra.settings import Settings, load_ladder, options_hash
 from vidpipe.infra.storage import open_storage
-from vidpipe.tasks.common import RETRY_DELAYS_SECONDS, only_transient, stage_cache
+from vidpipe.tasks.common import RETRY_TRANSIENT, stage_cache
 
 TRANSCODE_VERSION = 1
 
@@ -36,10 +36,7 @@ def _options(p: dict[str, Any]) -> str:
     task_run_name="transcode-{source.video_id}",
     cache_policy=stage_cache("transcode", TRANSCODE_VERSION, _options),
     persist_result=True,
-    retries=len(RETRY_DELAYS_SECONDS),
-    retry_delay_seconds=RETRY_DELAYS_SECONDS,
-    retry_jitter_factor=0.5,
-    retry_condition_fn=only_transient,
+    **RETRY_TRANSIENT,
     tags=["transcode"],
 )
 def transcode(
@@ -60,10 +57,7 @@ def transcode(
     task_run_name="transcode-rungs-{source.video_id}",
     cache_policy=NO_CACHE,
     persist_result=False,
-    retries=len(RETRY_DELAYS_SECONDS),
-    retry_delay_seconds=RETRY_DELAYS_SECONDS,
-    retry_jitter_factor=0.5,
-    retry_condition_fn=only_transient,
+    **RETRY_TRANSIENT,
     tags=["transcode"],
 )
 def transcode_rungs(

@@ -20,7 +20,7 @@ from vidpipe.infra.scratch import scratch_dir
 from vidpipe.infra.settings import Settings, TranscribeSettings, options_hash
 from vidpipe.infra.storage import Storage, open_storage
 from vidpipe.models.asr import AsrOptions, transcribe
-from vidpipe.tasks.common import RETRY_DELAYS_SECONDS, only_transient, stage_cache
+from vidpipe.tasks.common import RETRY_TRANSIENT, stage_cache
 
 TRANSCRIBE_VERSION = 1
 
@@ -117,9 +117,7 @@ def _options(p: dict[str, Any]) -> str:
     task_run_name="transcribe-{source.video_id}",
     cache_policy=stage_cache("transcribe", TRANSCRIBE_VERSION, _options),
     persist_result=True,
-    retries=len(RETRY_DELAYS_SECONDS),
-    retry_delay_seconds=RETRY_DELAYS_SECONDS,
-    retry_condition_fn=only_transient,
+    **RETRY_TRANSIENT,
     tags=["transcribe"],
 )
 def transcribe_audio(

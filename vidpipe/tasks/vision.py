@@ -10,9 +10,12 @@ summary and a pointer.
 
 from __future__ import annotations
 
+import atexit
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,26 +29,35 @@ from vidpipe.infra.ingest import SourceRef
 from vidpipe.infra.scratch import scratch_dir
 from vidpipe.infra.settings import Settings, options_hash
 from vidpipe.infra.storage import LocalStorage, Storage, open_storage
-from vidpipe.tasks.common import RETRY_DELAYS_SECONDS, only_transient, stage_cache
+from vidpipe.tasks.common import RETRY_TRANSIENT, stage_cache
 
 VERSIONS = {"detect": 1, "safety": 1, "deepfake": 1, "fingerprint": 1, "embed": 1}
 
 
-@contextmanager
-def local_frames(
-    storage: Storage, settings: Settings, source: SourceRef, encoded: TranscodeResult, tag: str
-) -> Iterator[Path]:
-    """The attempt's sampled frames as a local directory: in place, or downloaded once."""
+_downloaded: dict[tuple[str, str], Path] = {}
+_downloads_lock = threading.Lock()
+
+
+def local_frames(storage: Storage, source: SourceRef, encoded: TranscodeResult) -> Path:
+    """The attempt's sampled frames as a local directory: in place, or downloaded once.
+
+    An attempt's frames never change, so a remote copy is fetched once per
+    process and shared by every vision stage; it is removed when the process exits.
+    """
     assert encoded.frames_index is not None
-    base = f"videos/{source.video_id}"
-    frames_key = encoded.frames_index.rsplit("/", 1)[0]
+    key = f"videos/{source.video_id}/{encoded.frames_index.rsplit('/', 1)[0]}"
     if isinstance(storage, LocalStorage):
-        yield Path(storage.url(f"{base}/{frames_key}"))
-        return
-    with scratch_dir(settings.work_dir / source.video_id, f"frames-{tag}") as tmp:
-        for key in storage.sizes(f"{base}/{frames_key}"):
-            storage.fetch(key, tmp / Path(key).name)
-        yield tmp
+        return Path(storage.url(key))
+    with _downloads_lock:
+        cached = _downloaded.get((storage.identity(), key))
+        if cached is not None and (cached / "index.json").is_file():
+            return cached
+        target = Path(tempfile.mkdtemp(prefix="vidpipe-frames-"))
+        atexit.register(shutil.rmtree, target, ignore_errors=True)
+        for name in storage.sizes(key):
+            storage.fetch(name, target / Path(name).name)
+        _downloaded[(storage.identity(), key)] = target
+        return target
 
 
 def _store(
@@ -81,9 +93,7 @@ def _vision_task(name: str, options: Callable[[dict[str, Any]], str] | None = No
         task_run_name=f"{name}-{{source.video_id}}",
         cache_policy=stage_cache(name, VERSIONS[name], options or _opts(name)),
         persist_result=True,
-        retries=len(RETRY_DELAYS_SECONDS),
-        retry_delay_seconds=RETRY_DELAYS_SECONDS,
-        retry_condition_fn=only_transient,
+        **RETRY_TRANSIENT,
         tags=["vision", name],
     )
 
@@ -99,8 +109,8 @@ def detect_objects(source: SourceRef, encoded: TranscodeResult, settings: Settin
         label_map=tuple(d.label_map.items()),
     )  # fmt: skip
     storage = open_storage(settings)
-    with local_frames(storage, settings, source, encoded, "detect") as frames:
-        data = detect(frames, options).to_dict()
+    frames = local_frames(storage, source, encoded)
+    data = detect(frames, options).to_dict()
     key, files = _store(storage, settings, source, f"detections-{_key(settings, 'detect')}", data)
     return StageOutput("detections", _summary(data) | {"file": key}, files)
 
@@ -112,8 +122,8 @@ def screen_safety(source: SourceRef, encoded: TranscodeResult, settings: Setting
     s = settings.safety
     options = replace(SafetyOptions(), model=s.model, threshold=s.threshold, device=s.device)
     storage = open_storage(settings)
-    with local_frames(storage, settings, source, encoded, "safety") as frames:
-        data = screen(frames, options).to_dict()
+    frames = local_frames(storage, source, encoded)
+    data = screen(frames, options).to_dict()
     key, files = _store(storage, settings, source, f"safety-{_key(settings, 'safety')}", data)
     summary = _summary(data) | {"file": key, "score": data.get("max_score")}
     return StageOutput("safety", summary, files)
@@ -129,8 +139,8 @@ def check_deepfake(source: SourceRef, encoded: TranscodeResult, settings: Settin
         threshold=d.threshold, device=d.device,
     )  # fmt: skip
     storage = open_storage(settings)
-    with local_frames(storage, settings, source, encoded, "deepfake") as frames:
-        data = check(frames, options).to_dict()
+    frames = local_frames(storage, source, encoded)
+    data = check(frames, options).to_dict()
     key, files = _store(storage, settings, source, f"deepfake-{_key(settings, 'deepfake')}", data)
     return StageOutput("deepfake", _summary(data) | {"file": key}, files)
 
@@ -145,8 +155,8 @@ def fingerprint_video(
     source: SourceRef, encoded: TranscodeResult, settings: Settings
 ) -> StageOutput:
     storage = open_storage(settings)
-    with local_frames(storage, settings, source, encoded, "fingerprint") as frames:
-        fp = fingerprint.fingerprint(frames)
+    frames = local_frames(storage, source, encoded)
+    fp = fingerprint.fingerprint(frames)
     data = fp.to_dict()
     key, files = _store(storage, settings, source, "fingerprint", data)
     usable = [f for f in fp.frames if not f.flat]
@@ -183,9 +193,7 @@ def _embed_options(p: dict[str, Any]) -> str:
     task_run_name="embed-{source.video_id}",
     cache_policy=stage_cache("embed", VERSIONS["embed"], _embed_options),
     persist_result=True,
-    retries=len(RETRY_DELAYS_SECONDS),
-    retry_delay_seconds=RETRY_DELAYS_SECONDS,
-    retry_condition_fn=only_transient,
+    **RETRY_TRANSIENT,
     tags=["embed"],
 )
 def embed_for_search(
