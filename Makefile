@@ -32,6 +32,7 @@ system-deps:
 ## hls.js and playwright-core, pinned by package-lock.json (no browser download).
 player-deps:
 	cd tests/player && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent
+	cd tests/tus && npm ci --no-audit --no-fund --silent
 
 lint: install
 	$(VENV)/bin/ruff check vidpipe tests bench

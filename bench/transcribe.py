@@ -2,7 +2,7 @@
 
 What it measures
 ----------------
-jfk.wav (11 s, ../shared/media) is decoded once with ``vidpipe.models.asr.load_audio``
+jfk.wav (11 s, tests/data) is decoded once with ``vidpipe.models.asr.load_audio``
 so both engines get the same float32 samples. Each engine then runs
 ``vidpipe.models.asr.transcribe_samples`` with the same options:
 
@@ -63,7 +63,7 @@ import numpy as np
 from vidpipe.models import asr, whisper_weights
 
 REPO = Path(__file__).resolve().parent.parent
-JFK = REPO.parent / "shared" / "media" / "jfk.wav"
+JFK = REPO / "tests" / "data" / "jfk.wav"
 JFK_TEXT = (
     "and so my fellow americans ask not what your country can do for you "
     "ask what you can do for your country"

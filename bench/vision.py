@@ -51,10 +51,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vidpipe.encoders.pipeline import encode_attempt, write_frame_index
+
 from vidpipe import __version__
 from vidpipe.encoders import fingerprint as fp
 from vidpipe.encoders.ladder import plan_ladder
-from vidpipe.encoders.pipeline import encode_attempt, write_frame_index
 from vidpipe.encoders.probe import probe
 from vidpipe.encoders.transcode import OutputLayout
 from vidpipe.infra.ffmpeg import ffmpeg_exe

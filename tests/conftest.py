@@ -1,7 +1,7 @@
 """Shared fixtures: generated media, a real Prefect server, a moto S3 server, the CLI.
 
 Media is generated with ffmpeg's lavfi sources (a few seconds each) or taken
-from ../shared/media. Every service is real and listens on loopback only.
+from tests/data and samples/. Every service is real and listens on loopback only.
 """
 
 from __future__ import annotations
@@ -9,28 +9,22 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from vidpipe.flows.server import free_port
+from vidpipe.flows.server import prefect_server as local_prefect_server
 from vidpipe.infra.ffmpeg import ffmpeg_exe
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_MEDIA = REPO.parent / "shared" / "media"
+DATA = REPO / "tests" / "data"
+JFK_WAV = DATA / "jfk.wav"
 BUNNY = REPO / "samples" / "bigbuckbunny_720p_51.mp4"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def ffmpeg(*args: str) -> None:
@@ -143,7 +137,7 @@ class Media:
         """The 11 s JFK speech under a small test pattern: a video with real speech."""
         return self._make(
             "jfk.mp4", "-f", "lavfi", "-i", "testsrc2=s=320x180:r=25", "-i",
-            str(SHARED_MEDIA / "jfk.wav"), "-map", "0:v", "-map", "1:a", "-c:v", "libx264",
+            str(JFK_WAV), "-map", "0:v", "-map", "1:a", "-c:v", "libx264",
             "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k",
             "-shortest",
         )  # fmt: skip
@@ -207,59 +201,20 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Media:
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Prefect server on loopback; every flow in the session reports to it."""
     home = tmp_path_factory.mktemp("prefect-home")
-    port = free_port()
-    env = os.environ | {
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
-        "PREFECT_API_URL": "",
-    }
-    log = (home / "server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "prefect",
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 120
-    while True:
+    keys = ("PREFECT_API_URL", "PREFECT_HOME")
+    saved = {k: os.environ.get(k) for k in keys}
+    with local_prefect_server(home) as url:
+        os.environ["PREFECT_API_URL"] = url
+        os.environ["PREFECT_HOME"] = str(home)
+        os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
         try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"Prefect server did not start: {(home / 'server.log').read_text()}")
-        time.sleep(0.5)
-    saved = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME")}
-    os.environ["PREFECT_API_URL"] = url
-    os.environ["PREFECT_HOME"] = str(home)
-    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    try:
-        yield url
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
-        log.close()
+            yield url
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import SHARED_MEDIA, ffmpeg
+from tests.conftest import JFK_WAV, ffmpeg
 from vidpipe.infra.errors import ConfigError, InvalidMedia
 from vidpipe.models import asr, whisper_weights
 from vidpipe.models.asr import AsrOptions, Transcript
 
-JFK = SHARED_MEDIA / "jfk.wav"
+JFK = JFK_WAV
 JFK_LEAD_SECONDS = 3.0
 JFK_TEXT = (
     "and so my fellow americans ask not what your country can do for you "

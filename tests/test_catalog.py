@@ -25,6 +25,9 @@ import pytest
 from psycopg.rows import dict_row
 
 from tests.pg import ExternalPostgres, closed_port_dsn, create_database
+from vidpipe.encoders.fingerprint import Fingerprint, FrameHash
+from vidpipe.encoders.hls import Rendition
+from vidpipe.flows import record
 from vidpipe.infra import catalog as cat_mod
 from vidpipe.infra.catalog import (
     SCHEMA_HEAD,
@@ -35,15 +38,20 @@ from vidpipe.infra.catalog import (
     CatalogUnavailable,
     DetectionSummary,
     IllegalTransition,
+    NearDuplicate,
     NewVideo,
-    Rendition,
+    RenditionRow,
     SafetyVerdict,
     StageRun,
     TranscriptSegment,
     migrate,
     open_catalog,
 )
+from vidpipe.infra.catalog import connection as cat_connection
+from vidpipe.infra.catalog import sql as cat_sql
+from vidpipe.infra.catalog import store as cat_store
 from vidpipe.infra.errors import PermanentError, TransientError
+from vidpipe.infra.outputs import Report, StoredFile
 
 pytestmark = pytest.mark.postgres
 
@@ -132,8 +140,8 @@ def new_video(catalog: Catalog, tag: str = "v") -> str:
     return video_id
 
 
-def rendition(name: str = "avc_360p30_800k", attempt: str = "A1") -> Rendition:
-    return Rendition(
+def rendition(name: str = "avc_360p30_800k", attempt: str = "A1") -> RenditionRow:
+    return RenditionRow(
         name=name,
         kind="video",
         playlist=f"{attempt}/hls/{name}/index.m3u8",
@@ -192,7 +200,7 @@ def test_schema_head_matches_the_migration_scripts() -> None:
     from alembic.script import ScriptDirectory
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(cat_mod.MIGRATIONS_DIR))
+    cfg.set_main_option("script_location", str(cat_connection.MIGRATIONS_DIR))
     assert ScriptDirectory.from_config(cfg).get_current_head() == SCHEMA_HEAD
 
 
@@ -225,7 +233,7 @@ def test_migrations_are_idempotent_and_safe_concurrently(backend: Backend) -> No
     before = schema()
     assert ("transcript_segments_embedding_hnsw", "i") in before
     assert migrate(dsn) == SCHEMA_HEAD
-    assert cat_mod._run_alembic(dsn, {}) == SCHEMA_HEAD  # the slow path, past the fast check
+    assert cat_connection._run_alembic(dsn, {}) == SCHEMA_HEAD  # the slow path, past the fast check
     assert schema() == before
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT version_num FROM vidpipe.alembic_version").fetchall() == [
@@ -270,18 +278,17 @@ def test_stop_embedded_stops_the_server_and_a_reopen_restarts_it(tmp_path: Path)
 
 
 def test_records_copy_the_pipeline_results() -> None:
-    from vidpipe.encoders.pipeline import RenditionResult, StoredFile
-
-    r = RenditionResult(
+    r = Rendition(
         name="avc_720p30_3000k", kind="video", playlist="A/hls/avc_720p30_3000k/index.m3u8",
         codecs="avc1.64001f", width=1280, height=720, fps=30.0, target_kbps=3000,
-        average_kbps=2900.5, peak_kbps=3400.0, average_bps=2_900_500, peak_bps=3_400_000,
-        start_pts_90k=0, segments=3, duration_seconds=10.0, bytes=3_600_000,
+        peak_bps=3_400_000, average_bps=2_900_500, segments=3, duration_seconds=10.0,
+        bytes=3_600_000, start_pts_90k=0,
     )  # fmt: skip
-    assert Rendition.of(r) == Rendition(
-        **{f: getattr(r, f) for f in Rendition.__dataclass_fields__}
-    )
-    assert Asset.of(StoredFile("A/thumbs/poster.jpg", 10, "e" * 64)).kind == "poster"
+    row = record._row(r)
+    assert row == RenditionRow(**{f: getattr(r, f) for f in RenditionRow.__dataclass_fields__})
+    assert (row.average_kbps, row.peak_kbps) == (2900.5, 3400.0)
+    (poster,) = record._assets((StoredFile("A/thumbs/poster.jpg", 10, "e" * 64),))
+    assert poster.kind == "poster"
     kinds = {
         "A/hls/avc_720p30_3000k/seg_00001.m4s": "segment",
         "A/hls/avc_720p30_3000k/init.mp4": "init",
@@ -380,7 +387,7 @@ def test_status_transitions_are_enforced_in_code_and_database(backend: Backend) 
         catalog.set_status(video_id, "failed")
     with pytest.raises(IllegalTransition, match="only through publish"):
         catalog.set_status(video_id, "published")
-    with pytest.raises(IllegalTransition, match="only a processing video"):
+    with pytest.raises(IllegalTransition, match="only a processing \\(or playable\\) video"):
         catalog.publish(video_id, "A1", [rendition()], [])
     with pytest.raises(CatalogDataError, match="unknown video status"):
         catalog.set_status(video_id, "bogus")  # type: ignore[arg-type]
@@ -402,11 +409,18 @@ def test_status_transitions_are_enforced_in_code_and_database(backend: Backend) 
             )
         with pytest.raises(psycopg.errors.CheckViolation, match="processing -> bogus"):
             conn.execute("UPDATE videos SET status = 'bogus' WHERE id = %s", (video_id,))
-        with pytest.raises(psycopg.errors.CheckViolation, match="processing -> uploaded"):
-            conn.execute("UPDATE videos SET status = 'uploaded' WHERE id = %s", (video_id,))
         with pytest.raises(psycopg.errors.CheckViolation, match="only when publishing"):
             conn.execute("UPDATE videos SET published_attempt = 'X' WHERE id = %s", (video_id,))
-    assert catalog.get_video(video_id).status == "processing"  # type: ignore[union-attr]
+        conn.execute("UPDATE videos SET status = 'rejected' WHERE id = %s", (video_id,))
+        with pytest.raises(psycopg.errors.CheckViolation, match="rejected -> playable"):
+            conn.execute("UPDATE videos SET status = 'playable' WHERE id = %s", (video_id,))
+    assert catalog.get_video(video_id).status == "rejected"  # type: ignore[union-attr]
+    # The steps of a first publish, and a configuration error's way back to uploaded.
+    other = new_video(catalog, "steps")
+    for status in ("processing", "playable", "uploaded", "processing", "playable"):
+        assert catalog.set_status(other, status).status == status  # type: ignore[arg-type]
+    catalog.publish(other, "A1", [rendition()], [])
+    assert catalog.get_video(other).status == "published"  # type: ignore[union-attr]
 
 
 # ---------------------------------------------------------------- concurrency
@@ -480,7 +494,7 @@ def test_publish_flips_atomically(backend: Backend, monkeypatch: pytest.MonkeyPa
     def crash(*args: object) -> None:
         raise RuntimeError("worker killed mid-publish")
 
-    monkeypatch.setattr(cat_mod, "_write_assets", crash)  # after the renditions were written
+    monkeypatch.setattr(cat_store, "_write_assets", crash)  # after the renditions were written
     with pytest.raises(RuntimeError, match="mid-publish"):
         catalog.publish(video_id, "A2", [rendition("avc_720p30_3000k", "A2")], [])
     monkeypatch.undo()
@@ -539,7 +553,7 @@ def test_search_finds_the_right_segment_through_the_hnsw_index(backend: Backend)
         plan = "\n".join(
             r["QUERY PLAN"]
             for r in conn.execute(
-                "EXPLAIN " + cat_mod._SEARCH_ANY, {"q": target, "limit": 5, "chars": 200}
+                "EXPLAIN " + cat_sql.SEARCH_ANY, {"q": target, "limit": 5, "chars": 200}
             ).fetchall()
         )
     assert "transcript_segments_embedding_hnsw" in plan
@@ -569,7 +583,14 @@ def _flip(h: int, rnd: random.Random, bits: int) -> int:
     return h
 
 
+def _fingerprint(hashes: list[int], times: list[float]) -> Report[Fingerprint]:
+    frames = tuple(FrameHash(t, h, False) for t, h in zip(times, hashes, strict=True))
+    return Report(Fingerprint(frames), StoredFile("fingerprint/x.json", 1, "0" * 64))
+
+
 def test_near_duplicates_match_reencodes_and_trims_not_unrelated(backend: Backend) -> None:
+    """The catalog finds candidates by Hamming distance; fingerprint.match, the one
+    matching algorithm, decides (record.fingerprint does both)."""
     catalog = backend.catalog
     rnd = random.Random(7)
     original = [rnd.getrandbits(64) for _ in range(60)]
@@ -577,24 +598,29 @@ def test_near_duplicates_match_reencodes_and_trims_not_unrelated(backend: Backen
     source = new_video(catalog, "fp")
     catalog.put_fingerprint(source, original, times)
 
+    def dups(hashes: list[int], at: list[float]) -> list[NearDuplicate]:
+        me = new_video(catalog, f"q{rnd.getrandbits(32)}")
+        return record.fingerprint(catalog, None, me, "A1", _fingerprint(hashes, at))  # type: ignore[arg-type]
+
     reencode = [_flip(h, rnd, rnd.randint(0, 5)) for h in original]
-    dups = catalog.near_duplicates(
-        reencode, 8, 0.5, frame_times=[t + 0.04 for t in times], exclude_video_id="me"
-    )
-    assert [d.video_id for d in dups] == [source]
-    assert dups[0].overlap >= 0.95 and abs(dups[0].offset_seconds) < 0.1
+    found = dups(reencode, [t + 0.04 for t in times])
+    assert [d.video_id for d in found] == [source]
+    assert found[0].overlap >= 0.95 and abs(found[0].offset_seconds) < 0.1
 
     clip = [_flip(h, rnd, 2) for h in original[20:45]]  # 25 s cut from 20 s in, re-encoded
-    dups = catalog.near_duplicates(clip, 8, 0.5, frame_times=[float(t) for t in range(25)])
-    assert [d.video_id for d in dups] == [source] and abs(dups[0].offset_seconds - 20) < 0.5
-    assert catalog.near_duplicates(clip, 8, 0.5)[0].video_id == source  # aligned by index
+    found = dups(clip, [float(t) for t in range(25)])
+    assert source in [d.video_id for d in found]
+    assert abs(next(d for d in found if d.video_id == source).offset_seconds - 20) < 0.5
 
     unrelated = [rnd.getrandbits(64) for _ in range(60)]
-    assert catalog.near_duplicates(unrelated, 8, 0.1, frame_times=times) == []
+    assert catalog.near_duplicate_candidates(unrelated, max_hamming=8) == []
     shuffled = original[:]  # same frames, no common timeline: a coincidence, not a copy
     random.Random(1).shuffle(shuffled)
-    assert catalog.near_duplicates(shuffled, 0, 0.5, frame_times=times) == []
-    assert catalog.near_duplicates(original, 0, 0.5, exclude_video_id=source) == []
+    assert source in catalog.near_duplicate_candidates(shuffled, max_hamming=0)
+    assert source not in [d.video_id for d in dups(shuffled, times)]
+    assert catalog.near_duplicate_candidates(original, exclude_video_id=source) == [] or all(
+        v != source for v in catalog.near_duplicate_candidates(original, exclude_video_id=source)
+    )
 
 
 # ---------------------------------------------------------------- reads

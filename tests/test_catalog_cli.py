@@ -22,9 +22,9 @@ def test_ls_and_show(published_jfk: Published) -> None:
     for word in (
         "renditions",
         "avc_180p25",
-        "transcode",
-        "transcribe",
-        "detect",
+        "ladder",
+        "captions",
+        "detections",
         "safety",
         "deepfake",
         "unavailable",
@@ -65,10 +65,11 @@ def test_rerun_keeps_published_attempt_and_caches_everything(published_jfk: Publ
     again = run_cli("process", str(source), "--data-dir", str(published_jfk.data_dir))
     assert again.returncode == 0, again.stderr
     assert "nothing new" in again.stdout
-    for stage in ("probe", "transcode", "transcribe", "detect", "safety", "deepfake", "embed"):
+    stages = ("probe", "ladder", "captions", "detections", "safety", "deepfake", "embeddings")
+    for stage in stages:
         row = next(line for line in again.stdout.splitlines() if line.strip("│ ").startswith(stage))
         assert "cached" in row, row
-    assert published_jfk.manifest["attempt"] == before["attempt"]
+    assert published_jfk.manifest["ladder"]["attempt"] == before["ladder"]["attempt"]
 
 
 def test_rejected_and_failed_are_listed(media: Media, data_dir: Path) -> None:
@@ -94,7 +95,7 @@ def test_reprocess_reruns_only_what_changed(media: Media, data_dir: Path) -> Non
         "VIDPIPE_SAFETY__ENABLED": "false",
         "VIDPIPE_DEEPFAKE__ENABLED": "false",
     }
-    attempt = pub.manifest["attempt"]
+    attempt = pub.manifest["ladder"]["attempt"]
     before = {p: p.stat().st_mtime_ns for p in pub.video_dir.rglob("*") if p.is_file()}
     plan = run_cli("reprocess", pub.video_id, "--dry-run", "--data-dir", str(data_dir), env=env)
     assert plan.returncode == 0, plan.stderr
@@ -103,32 +104,43 @@ def test_reprocess_reruns_only_what_changed(media: Media, data_dir: Path) -> Non
         for line in plan.stdout.splitlines()
         if line.startswith("│")
     }
-    assert rows == {"probe": "reuse", "transcode": "reuse", "transcribe": "run: options changed"}
+    assert rows == {
+        "probe": "reuse",
+        "ladder": "reuse",
+        "captions": "run: options changed",
+        "detections": "skip: disabled",
+        "safety": "skip: disabled",
+        "deepfake": "skip: disabled",
+        "fingerprint": "reuse",
+        "embeddings": "run: upstream re-runs",
+    }
     after = {p: p.stat().st_mtime_ns for p in pub.video_dir.rglob("*") if p.is_file()}
     assert after == before  # the dry run wrote nothing
 
     run = run_cli("reprocess", pub.video_id, "--data-dir", str(data_dir), env=env)
     assert run.returncode == 0, run.stderr
-    assert "ran ingest, transcribe, embed, publish" in run.stdout
+    assert "ran captions, embeddings" in run.stdout
     assert "1 ok, 0 failed" in run.stdout
-    assert pub.manifest["attempt"] == attempt  # the transcode attempt is reused
+    assert pub.manifest["ladder"]["attempt"] == attempt  # the transcode attempt is reused
     forced = run_cli(
         "reprocess",
         pub.video_id,
         "--stages",
-        "transcode",
+        "ladder",
         "--force",
         "--data-dir",
         str(data_dir),
         env=env,
     )
     assert forced.returncode == 0, forced.stderr
-    assert "transcode" in forced.stdout.split("ran", 1)[1]
-    assert pub.manifest["attempt"] != attempt  # a forced transcode publishes a fresh attempt
+    assert "ladder" in forced.stdout.split("ran", 1)[1]
+    assert (
+        pub.manifest["ladder"]["attempt"] != attempt
+    )  # a forced transcode publishes a fresh attempt
     bad = run_cli(
-        "reprocess", pub.video_id, "--stages", "transcoder", "--force", "--data-dir", str(data_dir)
+        "reprocess", pub.video_id, "--stages", "transcode", "--force", "--data-dir", str(data_dir)
     )
-    assert bad.returncode == 2 and "unknown stage 'transcoder'" in bad.stderr
+    assert bad.returncode == 2 and "unknown stage 'transcode'" in bad.stderr
 
 
 def test_near_duplicate_is_flagged(data_dir: Path, tmp_path: Path) -> None:
@@ -225,11 +237,11 @@ def test_reprocess_one_rendition(media: Media, data_dir: Path) -> None:
         "reprocess", pub.video_id, "--renditions", rung, "--data-dir", str(data_dir), env=MEDIA_ONLY
     )
     assert run.returncode == 0, run.stderr
-    assert "transcode-rungs" in run.stdout and "1 ok, 0 failed" in run.stdout
+    assert "ladder-rungs" in run.stdout and "1 ok, 0 failed" in run.stdout
     after = check_published(pub)  # aligned segments, keyframes, every URI present
     new_uris = {p.stream_info.resolution[1]: p.uri for p in after.playlists}
     assert new_uris[240] != uris[240]  # the rung now lives in a fresh attempt
-    assert new_uris[240].split("/")[0] == pub.manifest["attempt"]
+    assert new_uris[240].split("/")[0] == pub.manifest["ladder"]["attempt"]
     for h, data in kept.items():  # every other rung is reused as it was
         assert new_uris[h] == uris[h] and (pub.video_dir / uris[h]).read_bytes() == data
 

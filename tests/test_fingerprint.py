@@ -1,6 +1,6 @@
 """Perceptual fingerprints: the same video re-encoded, resized or trimmed matches; others do not.
 
-Real media: Big Buck Bunny (5.3 s, 1280x720) from ../shared/media; its
+Real media: Big Buck Bunny (5.3 s, 1280x720) from samples/; its
 variants and the unrelated clips are made here with the static ffmpeg and
 sampled exactly as the transcode samples frames.
 """
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from tests.conftest import SHARED_MEDIA, ffmpeg
+from tests.conftest import BUNNY, ffmpeg
 from tests.test_vision import asset, sample_frames
 from vidpipe.encoders.fingerprint import (
     Fingerprint,
@@ -28,7 +28,6 @@ from vidpipe.encoders.fingerprint import (
     match,
 )
 
-BUNNY = SHARED_MEDIA / "bigbuckbunny_720p_51.mp4"
 X264 = ("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-an")
 
 

@@ -9,14 +9,17 @@ from vidpipe.encoders.probe import AudioStreamInfo, VideoInfo, VideoStreamInfo
 from vidpipe.infra.settings import load_ladder
 
 LADDER = load_ladder("default")
-STEREO = AudioStreamInfo("aac", 2, 48000, "stereo", 10.0)
+STEREO = AudioStreamInfo(1, "aac", 2, 48000, "stereo", 10.0, skipped_packets=0)
 
 
 def info(w: int, h: int, rotation: int = 0, fps: float = 30.0, sar: float = 1.0) -> VideoInfo:
     dw, dh = (w * sar, h) if rotation % 180 == 0 else (h, w * sar)
     video = VideoStreamInfo(
-        "h264", w, h, round(dw), round(dh), rotation, fps, False, "yuv420p", "1:1", 10.0
-    )
+        index=0, codec="h264", width=w, height=h, display_width=round(dw),
+        display_height=round(dh), rotation=rotation, fps=fps, is_vfr=False, interlaced=False,
+        hdr=None, pix_fmt="yuv420p", sar="1:1", duration_seconds=10.0, skipped_packets=0,
+        first_frame_seconds=0.0,
+    )  # fmt: skip
     return VideoInfo("mov", "QuickTime / MOV", 10.0, 1000, 800.0, video, STEREO)
 
 
@@ -75,7 +78,7 @@ def test_video_only_plans_no_audio() -> None:
 
 
 def test_mono_stays_mono() -> None:
-    mono = AudioStreamInfo("aac", 1, 44100, "mono", 5.0)
+    mono = AudioStreamInfo(1, "aac", 1, 44100, "mono", 5.0, skipped_packets=0)
     plan = plan_ladder(VideoInfo("mov", "", 5.0, 1, 1.0, None, mono), LADDER, fps_cap=60)
     assert plan.audio is not None and plan.audio.channels == 1
 

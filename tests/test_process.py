@@ -87,11 +87,11 @@ def test_bunny_publishes_full_ladder(published_bunny: Published) -> None:
     assert [m.type for m in master.media] == ["AUDIO"]
     manifest = published_bunny.manifest
     assert manifest["source"]["audio"]["channels"] == 6
-    audio = manifest["hls"]["audio"]
+    audio = manifest["ladder"]["audio"]
     assert audio["name"] == "aac_128k_2ch"
     # Limited-range 4:2:0, as every player expects: the JPEG by-products of the same
     # decode must not drag the rungs to full range.
-    for r in manifest["hls"]["video"]:
+    for r in manifest["ladder"]["video"]:
         with av.open(str(rung_file(published_bunny, r["playlist"]))) as c:
             frame = next(c.decode(video=0))
             assert frame.format.name == "yuv420p", r["name"]  # not yuvj420p
@@ -100,14 +100,14 @@ def test_bunny_publishes_full_ladder(published_bunny: Published) -> None:
     with av.open(str(rung_file(published_bunny, audio["playlist"]))) as c:
         assert c.streams.audio[0].codec_context.channels == 2
     # Measured bitrates land near their targets (x264 ABR on a 5 s clip).
-    for r in manifest["hls"]["video"]:
+    for r in manifest["ladder"]["video"]:
         assert 0.5 * r["target_kbps"] < r["average_kbps"] < 1.3 * r["target_kbps"], r
-    assert set(manifest["stages"]) >= {"ingest", "probe", "transcode"}
+    assert set(manifest["stages"]) >= {"probe", "ladder"}
     assert manifest["source"]["sha256"] == hashlib.sha256(BUNNY.read_bytes()).hexdigest()
 
 
 def test_frames_and_asr_audio_from_the_one_decode(published_bunny: Published) -> None:
-    attempt = published_bunny.video_dir / published_bunny.manifest["attempt"]
+    attempt = published_bunny.video_dir / published_bunny.manifest["ladder"]["attempt"]
     index = json.loads((attempt / "frames" / "index.json").read_text())
     assert [f["t"] for f in index] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]  # 1 fps over 5.3 s
     with Image.open(attempt / "frames" / index[2]["file"]) as img:
@@ -122,7 +122,7 @@ def test_frames_and_asr_audio_from_the_one_decode(published_bunny: Published) ->
 def test_keyframes_aligned_across_rungs(published_bunny: Published) -> None:
     manifest = published_bunny.manifest
     per_rung = []
-    for r in manifest["hls"]["video"]:
+    for r in manifest["ladder"]["video"]:
         media = m3u8.load(str(published_bunny.video_dir / r["playlist"]))
         per_rung.append([round(float(s.duration), 3) for s in media.segments])
     assert all(d == per_rung[0] for d in per_rung), per_rung
@@ -131,7 +131,7 @@ def test_keyframes_aligned_across_rungs(published_bunny: Published) -> None:
 
 def test_thumbnails(published_bunny: Published) -> None:
     manifest = published_bunny.manifest
-    thumbs = manifest["thumbnails"]
+    thumbs = manifest["ladder"]["thumbnails"]
     poster = published_bunny.video_dir / thumbs["poster"]
     score = score_frame(poster)
     assert not score.blank and not thumbs["poster_is_blank"]
@@ -152,7 +152,12 @@ def test_thumbnails(published_bunny: Published) -> None:
         assert (w, h) == (board["tile_width"], board["tile_height"])
         assert cue.start < cue.end
     assert cues[0].start == "00:00:00.000"
-    assert cues[-1].end == "00:00:05.312"  # the last cue runs to the end of the video
+    # The last cue runs to the end of the video as decoded (132 frames at 25 fps), not to
+    # the 5.312 s the header claims.
+    assert (
+        cues[-1].end == "00:00:05.280"
+        and published_bunny.manifest["ladder"]["duration_seconds"] == 5.28
+    )
 
 
 def stored(data_dir: Path) -> list[Path]:
@@ -225,10 +230,10 @@ def test_audio_only(media: Media, data_dir: Path) -> None:
     master = check_published(pub)
     manifest = pub.manifest
     assert manifest["kind"] == "audio-only"
-    assert manifest["hls"]["video"] == [] and manifest["thumbnails"] is None
+    assert manifest["ladder"]["video"] == [] and manifest["ladder"]["thumbnails"] is None
     assert len(master.playlists) == 1 and master.playlists[0].stream_info.codecs == "mp4a.40.2"
     assert not list(pub.video_dir.rglob("*.jpg"))
-    attempt = pub.video_dir / manifest["attempt"]
+    attempt = pub.video_dir / manifest["ladder"]["attempt"]
     assert (attempt / "asr" / "audio.flac").stat().st_size > 0  # still transcribable
 
 
@@ -243,7 +248,7 @@ def test_video_only(media: Media, data_dir: Path) -> None:
 
 def test_poster_skips_black_frames(media: Media, data_dir: Path) -> None:
     pub = process_to(data_dir, media.black, env=MEDIA_ONLY)
-    poster = pub.video_dir / pub.manifest["thumbnails"]["poster"]
+    poster = pub.video_dir / pub.manifest["ladder"]["thumbnails"]["poster"]
     assert not score_frame(poster).blank
 
 
@@ -307,7 +312,7 @@ def test_killed_run_leaves_published_video_intact(media: Media, data_dir: Path) 
     import time
 
     pub = process_to(data_dir, media.clip_1080p, env=MEDIA_ONLY)
-    first_attempt = pub.manifest["attempt"]
+    first_attempt = pub.manifest["ladder"]["attempt"]
     before = (pub.video_dir / "master.m3u8").read_bytes()
     proc = subprocess.Popen(
         [
@@ -338,7 +343,7 @@ def test_killed_run_leaves_published_video_intact(media: Media, data_dir: Path) 
     check_published(pub)
     # The retry encodes a fresh attempt and publishes it whole.
     again = process_to(data_dir, media.clip_1080p, "--preset", "medium", env=MEDIA_ONLY)
-    assert again.manifest["attempt"] != first_attempt
+    assert again.manifest["ladder"]["attempt"] != first_attempt
     assert not any(work.iterdir()), "the killed run's scratch was not swept"
     assert (again.video_dir / "master.m3u8").read_bytes() != before
     check_published(again)

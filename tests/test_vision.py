@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import ffmpeg
-from vidpipe.encoders.pipeline import write_frame_index
+from vidpipe.encoders.encode import write_frame_index
 from vidpipe.encoders.transcode import frame_sampler
 from vidpipe.infra.errors import ConfigError
 from vidpipe.infra.settings import FrameSettings
@@ -39,7 +39,7 @@ def asset(name: str) -> Path:
 def sample_frames(video: Path, out: Path, duration_seconds: float) -> Path:
     """Frames as the transcode writes them: vidpipe's sampler filter, ms names, index.json."""
     out.mkdir(parents=True, exist_ok=True)
-    job: Any = SimpleNamespace(frames=FrameSettings(), duration_seconds=duration_seconds)
+    job: Any = SimpleNamespace(frames=FrameSettings(), duration_hint_seconds=duration_seconds)
     ffmpeg(
         "-i", str(video), "-filter_complex", f"[0:v:0]{frame_sampler(job)}[frames]",
         "-map", "[frames]", "-an", "-c:v", "mjpeg", "-q:v", "3", "-fps_mode", "passthrough",
@@ -194,12 +194,18 @@ def test_safety_flags_frames_of_a_counted_class(tmp_path: Path) -> None:
     zidane = Image.open(asset("zidane.jpg"))
     face_crop = zidane.crop((zidane.width // 2, 0, zidane.width, zidane.height))
     frames = frames_from_images(tmp_path, [Image.open(asset("bus.jpg")), face_crop])
-    opts = safety.SafetyOptions(explicit=("FACE_MALE",), threshold=0.5, device="cpu")
+    # One frame may flag here only because the rule is opened up on purpose (k = n = 1, the
+    # detector alone): the pipeline's default needs agreement across frames and models.
+    opts = safety.SafetyOptions(
+        explicit=("FACE_MALE",), threshold=0.5, review_threshold=0.5, classifier="none",
+        combine="detector", window_frames=1, min_flagged_frames=1, min_review_frames=1,
+        device="cpu",
+    )  # fmt: skip
     result = safety.screen(frames, opts)
     assert result.verdict == "flagged"
     assert result.flagged == (1.0,)
     assert result.frames[1].label == "FACE_MALE" and result.max_score >= 0.5
-    stricter = safety.screen(frames, safety.SafetyOptions(explicit=("FACE_MALE",), threshold=0.99))
+    stricter = safety.screen(frames, replace(opts, threshold=0.99, review_threshold=0.99))
     assert stricter.verdict == "ok" and stricter.max_score == pytest.approx(result.max_score)
 
 

@@ -12,12 +12,19 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import m3u8
 import webvtt
+
+from vidpipe.encoders.hls import SubtitleTrack
+from vidpipe.infra.ingest import SourceRef
+from vidpipe.infra.outputs import StoredFile, upload_tree
+from vidpipe.infra.scratch import scratch_dir
+from vidpipe.infra.storage import Storage
 
 MPEGTS_CLOCK_HZ = 90_000
 _MPEGTS_WRAP = 1 << 33  # PTS is a 33-bit counter
@@ -122,7 +129,11 @@ def to_webvtt(segments: Iterable[SegmentLike], *, mpegts_offset_90k: int | None 
 
 
 def to_srt(segments: Iterable[SegmentLike]) -> str:
-    """SubRip text: numbered cues from 1, ``HH:MM:SS,mmm`` times, blank line between."""
+    """SubRip text: numbered cues from 1, ``HH:MM:SS,mmm`` times, blank line between.
+
+    Written here, not by webvtt-py: its SRT writer drops anything shaped like a
+    tag (``<your>``), and SubRip is plain text.
+    """
     blocks = [
         f"{i}\n{_clock(c.start_ms, ',')} --> {_clock(c.end_ms, ',')}\n{c.text}\n"
         for i, c in enumerate(cues(segments), start=1)
@@ -175,19 +186,14 @@ def subtitle_playlist(vtt_uri: str, duration_seconds: float) -> str:
     if not vtt_uri or any(ch in vtt_uri for ch in "\r\n"):
         raise ValueError(f"bad subtitle URI {vtt_uri!r}")
     duration = round(duration_seconds, 3)
-    return "\n".join(
-        [
-            "#EXTM3U",
-            "#EXT-X-VERSION:3",
-            f"#EXT-X-TARGETDURATION:{max(1, math.ceil(duration))}",
-            "#EXT-X-MEDIA-SEQUENCE:0",
-            "#EXT-X-PLAYLIST-TYPE:VOD",
-            f"#EXTINF:{duration:.3f},",
-            vtt_uri,
-            "#EXT-X-ENDLIST",
-            "",
-        ]
-    )
+    playlist = m3u8.M3U8()
+    playlist.version = 3
+    playlist.target_duration = max(1, math.ceil(duration))
+    playlist.media_sequence = 0
+    playlist.playlist_type = "vod"
+    playlist.is_endlist = True
+    playlist.add_segment(m3u8.model.Segment(uri=vtt_uri, duration=duration))
+    return str(playlist.dumps())
 
 
 @dataclass(frozen=True)
@@ -204,11 +210,12 @@ def write_captions(
     *,
     mpegts_offset_90k: int | None = None,
     stem: str = "captions",
+    duration_seconds: float | None = None,
 ) -> CaptionFiles:
     """Write ``{stem}.vtt``, ``{stem}.srt``, ``transcript.json`` and ``{stem}.m3u8``.
 
     Each file is written to a temp name and renamed. The playlist's duration
-    is the transcript's ``duration_seconds``.
+    is ``duration_seconds`` (the video's), else the transcript's.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     files = CaptionFiles(
@@ -220,7 +227,8 @@ def write_captions(
     _write_text(files.vtt, to_webvtt(transcript.segments, mpegts_offset_90k=mpegts_offset_90k))
     _write_text(files.srt, to_srt(transcript.segments))
     _write_text(files.transcript_json, to_transcript_json(transcript))
-    _write_text(files.playlist, subtitle_playlist(files.vtt.name, transcript.duration_seconds))
+    span = transcript.duration_seconds if duration_seconds is None else duration_seconds
+    _write_text(files.playlist, subtitle_playlist(files.vtt.name, span))
     return files
 
 
@@ -234,3 +242,85 @@ def _write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+LANGUAGE_NAMES = {
+    "en": "English", "de": "Deutsch", "fr": "Français", "es": "Español", "it": "Italiano",
+    "pt": "Português", "nl": "Nederlands", "ja": "日本語", "zh": "中文", "ru": "Русский",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Captions:
+    """The captions stage's result: what was said, in which language, and where the files are."""
+
+    status: str  # "ok" | "no speech detected"
+    language: str | None  # ISO 639-1
+    language_probability: float
+    engine: str
+    model: str
+    segments: int
+    transcript: str  # transcript.json, relative to videos/{id}/
+    vtt: str | None  # None when no speech was detected
+    srt: str | None
+    subtitles: tuple[SubtitleTrack, ...]  # the SUBTITLES group of the master
+    files: tuple[StoredFile, ...]
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "status": self.status, "language": self.language,
+            "language_probability": self.language_probability, "engine": self.engine,
+            "model": self.model, "segments": self.segments, "transcript": self.transcript,
+            "vtt": self.vtt, "srt": self.srt,
+        }  # fmt: skip
+
+
+def captions_stage(
+    source: SourceRef,
+    asr_audio: str,
+    duration_seconds: float,
+    mpegts_offset_90k: int | None,
+    storage: Storage,
+    work_dir: Path,
+    out: str,
+    transcribe: Callable[[Path], TranscriptLike],
+) -> Captions:
+    """Transcribe the attempt's 16 kHz audio with ``transcribe``; store captions under ``out``.
+
+    No speech gives an empty transcript and no subtitle track; that is not an error.
+    """
+    base = f"videos/{source.video_id}"
+    with scratch_dir(work_dir / source.video_id, f"captions-{out.rsplit('/', 1)[-1]}") as tmp:
+        audio = storage.fetch(f"{base}/{asr_audio}", tmp / "audio.flac")
+        transcript = transcribe(audio)
+        lang = transcript.language or "und"
+        folder = tmp / "out"
+        files = write_captions(transcript, folder, mpegts_offset_90k=mpegts_offset_90k,
+                               stem=lang, duration_seconds=duration_seconds)  # fmt: skip
+        if transcript.no_speech:  # keep the (empty) transcript, publish no track
+            for path in (files.vtt, files.srt, files.playlist):
+                path.unlink()
+        stored = upload_tree(storage, folder, base, out)
+    speech = not transcript.no_speech
+    tracks = (
+        (
+            SubtitleTrack(
+                f"{out}/{files.playlist.name}", lang, f"{LANGUAGE_NAMES.get(lang, lang)} (auto)"
+            ),
+        )
+        if speech
+        else ()
+    )
+    return Captions(
+        status="ok" if speech else "no speech detected",
+        language=transcript.language,
+        language_probability=round(transcript.language_probability, 4),
+        engine=transcript.engine,
+        model=transcript.model,
+        segments=len(transcript.segments),
+        transcript=f"{out}/transcript.json",
+        vtt=f"{out}/{files.vtt.name}" if speech else None,
+        srt=f"{out}/{files.srt.name}" if speech else None,
+        subtitles=tracks,
+        files=stored,
+    )

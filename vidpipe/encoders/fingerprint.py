@@ -32,7 +32,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-STAGE_VERSION = "1"
+from vidpipe.infra.ingest import SourceRef
+from vidpipe.infra.outputs import Report, store_json
+from vidpipe.infra.scratch import scratch_dir
+from vidpipe.infra.storage import Storage, local_folder
+
 ALGORITHM = "dct64-ac-median/1"
 _SIDE, _LOW = 32, 8
 _FLAT_STDDEV = 4.0  # 32×32 luma standard deviation below which a frame has no structure
@@ -59,6 +63,7 @@ class Fingerprint:
         return {
             "schema": "vidpipe.fingerprint/1",
             "algorithm": self.algorithm,
+            "usable_frames": sum(not f.flat for f in self.frames),
             "frames": [f.to_dict() for f in self.frames],
         }
 
@@ -228,3 +233,14 @@ def match(a: Fingerprint, b: Fingerprint, options: MatchOptions = MatchOptions()
         if best is None or rank[:2] > best[:2]:
             best = rank
     return best[2] if best else none
+
+
+def fingerprint_stage(
+    source: SourceRef, frames_index: str, storage: Storage, work_dir: Path, out: str
+) -> Report[Fingerprint]:
+    """Hash every sampled frame; the hashes stay in the result for near-duplicate matching."""
+    base = f"videos/{source.video_id}"
+    fp = fingerprint(local_folder(storage, f"{base}/{frames_index.rsplit('/', 1)[0]}"))
+    with scratch_dir(work_dir / source.video_id, out.replace("/", "-")) as tmp:
+        file = store_json(storage, base, f"{out}.json", fp.to_dict(), tmp)
+    return Report(fp, file)

@@ -1,73 +1,108 @@
-"""HLS after ffmpeg: measure what was written, validate it, write the master.
+"""HLS after ffmpeg: measure what was written, write media and master playlists, validate.
 
-The master playlist is vidpipe's, not ffmpeg's: BANDWIDTH is the peak segment
-bitrate of the video plus the peak of its audio group (RFC 8216 4.3.4.2),
-AVERAGE-BANDWIDTH the mean, and CODECS come from the bitstream itself.
+Every playlist a viewer reads is vidpipe's, written with the ``m3u8`` library:
+an EVENT media playlist that grows while the ladder encodes (RFC 8216
+4.3.3.5), the VOD one when it is done, and the master. BANDWIDTH is the peak
+segment bitrate of the video plus the peak of its audio group (RFC 8216
+4.3.4.2), AVERAGE-BANDWIDTH the mean, and CODECS come from the bitstream.
+
+The validator compares renditions with what the decoder delivered (the top
+rung's length), never with a header it has no reason to trust; a failure is
+vidpipe's own bug (``OutputInvalid``), not the upload's.
 """
 
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import Protocol
+from typing import Any
 
 import av
 import m3u8
+from m3u8 import model
 
-from vidpipe.infra.errors import PlaylistInvalid
+from vidpipe.infra.errors import LimitExceeded, OutputInvalid
 
 AUDIO_GROUP = "aud"
 SUBTITLE_GROUP = "subs"
+AAC_FRAME_SECONDS = 1024 / 48000  # one AAC-LC frame at the ladder's 48 kHz
 
 
 @dataclass(frozen=True)
 class Segment:
-    uri: str
+    uri: str  # relative to its playlist
     duration_seconds: float
     size_bytes: int
 
 
 @dataclass(frozen=True)
-class MediaPlaylist:
-    """One measured media playlist (a video rung or the audio rendition)."""
+class Playlist:
+    """A media playlist as ffmpeg wrote it: its init section and closed segments."""
 
-    name: str
-    playlist: str  # path relative to the attempt directory
-    kind: str  # "video" | "audio"
-    codecs: str
+    init: str | None  # fMP4 init segment URI; None for MPEG-TS
     segments: tuple[Segment, ...]
-    init_bytes: int
-    width: int = 0
-    height: int = 0
-    fps: float = 0.0
-    target_kbps: int = 0
-    start_pts_90k: int = 0  # first packet's presentation time, 90 kHz ticks
 
     @property
     def duration_seconds(self) -> float:
         return sum(s.duration_seconds for s in self.segments)
 
-    @property
-    def total_bytes(self) -> int:
-        return self.init_bytes + sum(s.size_bytes for s in self.segments)
+
+@dataclass(frozen=True)
+class Rendition:
+    """One rendition of the ladder (a video rung or the audio group), as published.
+
+    ``peak_bps`` and ``average_bps`` are measured once the rendition is whole,
+    and the rung's targets while it is still encoding (``live``).
+    """
+
+    name: str  # avc_720p30_5000k, aac_128k_2ch
+    kind: str  # "video" | "audio"
+    playlist: str  # key relative to videos/{id}/
+    codecs: str  # RFC 6381, from the bitstream
+    width: int
+    height: int
+    fps: float
+    target_kbps: int
+    peak_bps: int
+    average_bps: int
+    segments: int
+    duration_seconds: float
+    bytes: int
+    start_pts_90k: int  # first packet's presentation time, 90 kHz ticks
+    live: bool = False
 
     @property
-    def peak_bps(self) -> int:
-        return max(
-            (
-                round(s.size_bytes * 8 / s.duration_seconds)
-                for s in self.segments
-                if s.duration_seconds > 0
-            ),
-            default=0,
-        )
+    def average_kbps(self) -> float:
+        return round(self.average_bps / 1000, 1)
 
     @property
-    def average_bps(self) -> int:
-        duration = self.duration_seconds
-        return round(sum(s.size_bytes for s in self.segments) * 8 / duration) if duration else 0
+    def peak_kbps(self) -> float:
+        return round(self.peak_bps / 1000, 1)
+
+
+@dataclass(frozen=True)
+class SubtitleTrack:
+    playlist: str  # URI of the WebVTT media playlist, relative to the master
+    language: str  # BCP 47, e.g. "en"
+    name: str  # shown in the player's menu, e.g. "English (auto)"
+    default: bool = True
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read_playlist(path: Path) -> Playlist:
+    """What ffmpeg's playlist at ``path`` lists, with each segment's size on disk."""
+    parsed = m3u8.loads(path.read_text(), uri=str(path))
+    segments = tuple(
+        Segment(s.uri, float(s.duration), (path.parent / s.uri).stat().st_size)
+        for s in parsed.segments
+    )
+    init = parsed.segment_map[0].uri if parsed.segment_map else None
+    return Playlist(init, segments)
 
 
 @dataclass(frozen=True)
@@ -76,7 +111,6 @@ class _FirstPacket:
     is_keyframe: bool
     width: int
     height: int
-    fps: float
     pts_90k: int
 
 
@@ -88,18 +122,29 @@ def _first_packet(data: bytes, fmt: str) -> _FirstPacket:
         extradata = bytes(ctx.extradata or b"")
         for packet in container.demux(stream):
             if packet.size:
-                rate = getattr(stream, "average_rate", None) or getattr(stream, "guessed_rate", 0)
                 return _FirstPacket(
                     extradata or bytes(packet),
                     bool(packet.is_keyframe),
                     int(getattr(ctx, "width", 0) or 0),
                     int(getattr(ctx, "height", 0) or 0),
-                    float(rate or 0),
                     round(float(packet.pts * packet.time_base) * 90000)
                     if packet.pts is not None and packet.time_base is not None
                     else 0,
                 )
-    raise PlaylistInvalid("a segment holds no packets")
+    raise OutputInvalid("a segment holds no packets")
+
+
+def _segment_bytes(directory: Path, playlist: Playlist, uri: str) -> bytes:
+    data = (directory / uri).read_bytes()
+    if playlist.init:
+        data = (directory / playlist.init).read_bytes() + data
+    return data
+
+
+def first_packet(directory: Path, playlist: Playlist) -> _FirstPacket:
+    """The first packet of the playlist's first segment."""
+    fmt = "mp4" if playlist.init else "mpegts"
+    return _first_packet(_segment_bytes(directory, playlist, playlist.segments[0].uri), fmt)
 
 
 def avc_codec_string(config: bytes) -> str:
@@ -111,7 +156,7 @@ def avc_codec_string(config: bytes) -> str:
         while i != -1 and (config[i + 3] & 0x1F) != 7:
             i = config.find(b"\x00\x00\x01", i + 3)
         if i == -1 or len(config) < i + 7:
-            raise PlaylistInvalid("no H.264 SPS found; cannot derive CODECS")
+            raise OutputInvalid("no H.264 SPS found; cannot derive CODECS")
         profile, compat, level = config[i + 4], config[i + 5], config[i + 6]
     return f"avc1.{profile:02x}{compat:02x}{level:02x}"
 
@@ -126,53 +171,139 @@ def aac_codec_string(config: bytes) -> str:
     return f"mp4a.40.{aot}"
 
 
-def _read_segment(rendition_dir: Path, playlist: m3u8.M3U8, uri: str) -> bytes:
-    data = (rendition_dir / uri).read_bytes()
-    if playlist.segment_map:
-        data = (rendition_dir / playlist.segment_map[0].uri).read_bytes() + data
-    return data
+def _peak_bps(segments: Sequence[Segment]) -> int:
+    rates = (round(s.size_bytes * 8 / s.duration_seconds) for s in segments if s.duration_seconds)
+    return max(rates, default=0)
 
 
-def measure(attempt_dir: Path, name: str, kind: str) -> MediaPlaylist:
-    """Parse ``hls/{name}/index.m3u8`` under ``attempt_dir`` and measure its segments."""
-    rel = PurePosixPath("hls") / name / "index.m3u8"
-    path = attempt_dir / rel
-    playlist = m3u8.load(str(path))
-    rendition_dir = path.parent
-    segments = tuple(
-        Segment(s.uri, float(s.duration), (rendition_dir / s.uri).stat().st_size)
-        for s in playlist.segments
-    )
-    if not segments:
-        raise PlaylistInvalid(f"{rel} lists no segments")
-    init_bytes = 0
-    fmt = "mpegts"
-    if playlist.segment_map:
-        init_bytes = (rendition_dir / playlist.segment_map[0].uri).stat().st_size
-        fmt = "mp4"
-    first = _first_packet(_read_segment(rendition_dir, playlist, segments[0].uri), fmt)
-    if kind == "video":
-        return MediaPlaylist(
-            name,
-            str(rel),
-            kind,
-            avc_codec_string(first.config),
-            segments,
-            init_bytes,
-            width=first.width,
-            height=first.height,
-            fps=first.fps,
-            start_pts_90k=first.pts_90k,
-        )
-    return MediaPlaylist(
-        name,
-        str(rel),
-        kind,
-        aac_codec_string(first.config),
-        segments,
-        init_bytes,
+def _average_bps(segments: Sequence[Segment]) -> int:
+    duration = sum(s.duration_seconds for s in segments)
+    return round(sum(s.size_bytes for s in segments) * 8 / duration) if duration else 0
+
+
+def measure(
+    directory: Path,
+    playlist: Playlist,
+    *,
+    name: str,
+    kind: str,
+    key: str,
+    target_kbps: int,
+    fps: float = 0.0,
+) -> Rendition:
+    """The published facts of one whole rendition whose files are in ``directory``.
+
+    ``key`` is where its playlist lives, relative to ``videos/{id}/``.
+    """
+    if not playlist.segments:
+        raise OutputInvalid(f"{key} lists no segments")
+    first = first_packet(directory, playlist)
+    video = kind == "video"
+    init_bytes = (directory / playlist.init).stat().st_size if playlist.init else 0
+    return Rendition(
+        name=name,
+        kind=kind,
+        playlist=key,
+        codecs=avc_codec_string(first.config) if video else aac_codec_string(first.config),
+        width=first.width if video else 0,
+        height=first.height if video else 0,
+        fps=round(fps, 3) if video else 0.0,
+        target_kbps=target_kbps,
+        peak_bps=_peak_bps(playlist.segments),
+        average_bps=_average_bps(playlist.segments),
+        segments=len(playlist.segments),
+        duration_seconds=round(playlist.duration_seconds, 3),
+        bytes=init_bytes + sum(s.size_bytes for s in playlist.segments),
         start_pts_90k=first.pts_90k,
     )
+
+
+def planned(rendition: Rendition, peak_bps: int, average_bps: int) -> Rendition:
+    """``rendition`` while it is still encoding: the rung's targets stand for measurements."""
+    return replace(rendition, peak_bps=peak_bps, average_bps=average_bps, live=True)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def media_playlist(playlist: Playlist, segment_seconds: int, *, ended: bool) -> str:
+    """A media playlist naming ``playlist``'s segments: EVENT while it grows, VOD once ended."""
+    out = m3u8.M3U8()
+    out.version = 7 if playlist.init else 3
+    out.target_duration = max(
+        [segment_seconds, *(math.ceil(round(s.duration_seconds, 3)) for s in playlist.segments)]
+    )
+    out.media_sequence = 0
+    out.playlist_type = "vod" if ended else "event"
+    out.is_independent_segments = True
+    out.is_endlist = ended
+    init = {"uri": playlist.init} if playlist.init else None
+    for s in playlist.segments:
+        out.add_segment(
+            model.Segment(uri=s.uri, duration=round(s.duration_seconds, 6), init_section=init)
+        )
+    return out.dumps()
+
+
+def _attr(value: str) -> str:
+    if '"' in value or "\n" in value or "\r" in value:
+        raise ValueError(f"attribute value {value!r} cannot be quoted in a playlist")
+    return value
+
+
+def master_playlist(
+    video: Sequence[Rendition],
+    audio: Rendition | None,
+    uri_prefix: str = "",
+    subtitles: Sequence[SubtitleTrack] = (),
+) -> str:
+    """The master playlist text; ``uri_prefix`` leads from the master to the renditions."""
+    prefix = uri_prefix.rstrip("/") + "/" if uri_prefix else ""
+    master = m3u8.M3U8()
+    master.version = 6
+    master.is_independent_segments = True
+    groups: dict[str, str] = {}
+    if audio is not None and video:
+        master.add_media(
+            model.Media(
+                uri=prefix + audio.playlist, type="AUDIO", group_id=AUDIO_GROUP, name="Audio",
+                language="und", default="YES", autoselect="YES",
+            )
+        )  # fmt: skip
+        groups["audio"] = AUDIO_GROUP
+    for track in subtitles:
+        master.add_media(
+            model.Media(
+                uri=prefix + track.playlist, type="SUBTITLES", group_id=SUBTITLE_GROUP,
+                name=_attr(track.name), language=_attr(track.language),
+                default="YES" if track.default else "NO", autoselect="YES",
+            )
+        )  # fmt: skip
+    if subtitles:
+        groups["subtitles"] = SUBTITLE_GROUP
+    extra = audio if (audio is not None and video) else None
+    variants = sorted(video, key=lambda r: r.peak_bps, reverse=True) or ([audio] if audio else [])
+    for rung in variants:
+        info: dict[str, Any] = {
+            "bandwidth": rung.peak_bps + (extra.peak_bps if extra else 0),
+            "average_bandwidth": rung.average_bps + (extra.average_bps if extra else 0),
+            "codecs": _attr(rung.codecs + (f",{extra.codecs}" if extra else "")),
+            **groups,
+        }
+        if rung.kind == "video":
+            info |= {"resolution": f"{rung.width}x{rung.height}", "frame_rate": round(rung.fps, 3)}
+        master.add_playlist(
+            model.Playlist(
+                uri=_attr(prefix + rung.playlist),
+                stream_info=info,
+                media=master.media,
+                base_uri=None,
+            )
+        )
+    return master.dumps()
+
+
+# ---------------------------------------------------------------- validation
 
 
 @dataclass
@@ -185,21 +316,25 @@ class ValidationReport:
 
     def raise_if_failed(self) -> None:
         if self.problems:
-            raise PlaylistInvalid("HLS output failed validation: " + "; ".join(self.problems))
+            raise OutputInvalid("HLS output failed validation: " + "; ".join(self.problems))
 
 
 def validate_media_playlist(
-    attempt_dir: Path, rel: str, report: ValidationReport, check_keyframes: bool
+    root: Path, rel: str, report: ValidationReport, check_keyframes: bool, *, ended: bool = True
 ) -> float:
-    """Check one media playlist; returns its summed EXTINF, seconds."""
-    path = attempt_dir / rel
+    """Check one media playlist under ``root``; returns its summed EXTINF, seconds."""
+    path = root / rel
     try:
         playlist = m3u8.loads(path.read_text(), uri=str(path))
     except (OSError, ValueError) as exc:
         report.check(False, f"{rel} does not parse: {exc}")
         return 0.0
-    report.check(playlist.is_endlist, f"{rel} has no EXT-X-ENDLIST")
-    report.check(playlist.playlist_type == "vod", f"{rel} is not PLAYLIST-TYPE:VOD")
+    if ended:
+        report.check(playlist.is_endlist, f"{rel} has no EXT-X-ENDLIST")
+        report.check(playlist.playlist_type == "vod", f"{rel} is not PLAYLIST-TYPE:VOD")
+    else:
+        report.check(playlist.playlist_type == "event", f"{rel} is not PLAYLIST-TYPE:EVENT")
+    report.check(bool(playlist.segments), f"{rel} lists no segments")
     target = playlist.target_duration or 0
     uris = [s.uri for s in playlist.segments]
     if playlist.segment_map:
@@ -208,14 +343,15 @@ def validate_media_playlist(
         report.check(_is_relative(uri), f"{rel}: URI {uri!r} is not relative")
         file = path.parent / uri
         report.check(file.is_file() and file.stat().st_size > 0, f"{rel}: {uri} missing or empty")
-    fmt = "mp4" if playlist.segment_map else "mpegts"
+    init = playlist.segment_map[0].uri if playlist.segment_map else None
     for seg in playlist.segments:
         report.check(
             round(seg.duration) <= target,
             f"{rel}: {seg.uri} lasts {seg.duration:.3f} s, over TARGETDURATION {target}",
         )
         if check_keyframes and (path.parent / seg.uri).is_file():
-            first = _first_packet(_read_segment(path.parent, playlist, seg.uri), fmt)
+            parsed = Playlist(init, (Segment(seg.uri, float(seg.duration), 0),))
+            first = first_packet(path.parent, parsed)
             report.check(first.is_keyframe, f"{rel}: {seg.uri} does not start on a keyframe")
     return float(sum(s.duration for s in playlist.segments))
 
@@ -225,118 +361,64 @@ def _is_relative(uri: str) -> bool:
     return "://" not in uri and not p.is_absolute() and ".." not in p.parts
 
 
-def validate_attempt(
-    attempt_dir: Path,
-    video: list[MediaPlaylist],
-    audio: MediaPlaylist | None,
-    expected_seconds: float,
-    frame_seconds: float,
-) -> None:
-    """Validate every media playlist of an attempt; raise ``PlaylistInvalid`` listing problems.
+def audio_tolerance_seconds(video_fps: float) -> float:
+    """How far the audio may end from the video: two AAC frames and one video frame."""
+    return 2 * AAC_FRAME_SECONDS + (1.0 / video_fps if video_fps else 0.0)
 
-    ``expected_seconds`` is the probed duration of the source's video (or audio)
-    stream; each rung must sum to it within ``frame_seconds``.
+
+def validate_ladder(
+    root: Path,
+    video: Sequence[Rendition],
+    audio: Rendition | None,
+    *,
+    limit_seconds: float,
+    root_prefix: str = "",
+) -> float:
+    """Validate every media playlist of a whole ladder; returns the decoded length, seconds.
+
+    The decoded length is what the decoder delivered: the top rung's (the
+    audio's for audio-only input). Every rung must match it within one frame,
+    the audio within ``audio_tolerance_seconds``. ``OutputInvalid`` lists the
+    problems; ``LimitExceeded`` when the streams ran past ``limit_seconds``
+    although the header promised less. Playlist keys are relative to
+    ``root``, less ``root_prefix``.
     """
     report = ValidationReport()
-    for rung in video:
-        total = validate_media_playlist(attempt_dir, rung.playlist, report, check_keyframes=True)
-        report.check(
-            abs(total - expected_seconds) <= frame_seconds + 1e-3,
-            f"{rung.playlist}: lasts {total:.3f} s, the source {expected_seconds:.3f} s "
-            f"(more than one frame apart)",
+
+    def rel(r: Rendition) -> str:
+        return r.playlist.removeprefix(root_prefix)
+
+    totals = {
+        r.name: validate_media_playlist(root, rel(r), report, check_keyframes=True) for r in video
+    }
+    audio_total = (
+        validate_media_playlist(root, rel(audio), report, check_keyframes=False) if audio else 0.0
+    )
+    decoded = totals[video[0].name] if video else audio_total
+    if decoded > limit_seconds:
+        raise LimitExceeded(
+            f"the streams run past the {limit_seconds:.0f} s duration limit although the "
+            "file's header says they are shorter; upload a shorter video"
         )
-    counts = {len(r.segments) for r in video}
+    for r in video[1:]:
+        frame = 1.0 / r.fps if r.fps else 0.05
+        report.check(
+            abs(totals[r.name] - decoded) <= frame + 1e-3,
+            f"{r.playlist} lasts {totals[r.name]:.3f} s, the top rung {decoded:.3f} s "
+            f"(tolerance: one frame, {frame:.3f} s)",
+        )
+    counts = {r.segments for r in video}
     report.check(len(counts) <= 1, f"rungs disagree on segment count: {sorted(counts)}")
-    if audio is not None:
-        total = validate_media_playlist(attempt_dir, audio.playlist, report, check_keyframes=False)
-        report.check(
-            abs(total - expected_seconds) <= max(frame_seconds, 0.1),
-            f"{audio.playlist}: lasts {total:.3f} s, the source {expected_seconds:.3f} s",
-        )
-    report.raise_if_failed()
-
-
-def _attr(value: str) -> str:
-    if '"' in value or "\n" in value:
-        raise ValueError(f"attribute value {value!r} cannot be quoted in a playlist")
-    return f'"{value}"'
-
-
-class Variant(Protocol):
-    """What the master needs of a measured rendition (MediaPlaylist or a stage result)."""
-
-    @property
-    def playlist(self) -> str: ...
-    @property
-    def codecs(self) -> str: ...
-    @property
-    def width(self) -> int: ...
-    @property
-    def height(self) -> int: ...
-    @property
-    def fps(self) -> float: ...
-    @property
-    def peak_bps(self) -> int: ...
-    @property
-    def average_bps(self) -> int: ...
-
-
-@dataclass(frozen=True)
-class SubtitleTrack:
-    playlist: str  # URI of the WebVTT media playlist, relative to the master
-    language: str  # BCP 47, e.g. "en"
-    name: str  # shown in the player's menu, e.g. "English (auto)"
-    default: bool = True
-
-
-def master_playlist(
-    video: Sequence[Variant],
-    audio: Variant | None,
-    uri_prefix: str = "",
-    subtitles: Sequence[SubtitleTrack] = (),
-) -> str:
-    """The master playlist text; ``uri_prefix`` leads from the master to the attempt."""
-    lines = ["#EXTM3U", "#EXT-X-VERSION:6", "#EXT-X-INDEPENDENT-SEGMENTS"]
-    prefix = uri_prefix.rstrip("/") + "/" if uri_prefix else ""
     if audio is not None and video:
-        lines.append(
-            f"#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID={_attr(AUDIO_GROUP)},NAME={_attr('Audio')},"
-            f"LANGUAGE={_attr('und')},DEFAULT=YES,AUTOSELECT=YES,"
-            f"URI={_attr(prefix + audio.playlist)}"
+        tolerance = audio_tolerance_seconds(video[0].fps)
+        report.check(
+            abs(audio_total - decoded) <= tolerance + 1e-3,
+            f"{audio.playlist} lasts {audio_total:.3f} s, the video {decoded:.3f} s "
+            f"(tolerance: two AAC frames and one video frame, {tolerance:.3f} s)",
         )
-    for track in subtitles:
-        lines.append(
-            f"#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID={_attr(SUBTITLE_GROUP)},"
-            f"NAME={_attr(track.name)},LANGUAGE={_attr(track.language)},"
-            f"DEFAULT={'YES' if track.default else 'NO'},AUTOSELECT=YES,"
-            f"URI={_attr(prefix + track.playlist)}"
-        )
-    for rung in sorted(video, key=lambda r: r.peak_bps, reverse=True):
-        codecs = rung.codecs + (f",{audio.codecs}" if audio else "")
-        peak = rung.peak_bps + (audio.peak_bps if audio else 0)
-        average = rung.average_bps + (audio.average_bps if audio else 0)
-        attrs = [
-            f"BANDWIDTH={peak}",
-            f"AVERAGE-BANDWIDTH={average}",
-            f"CODECS={_attr(codecs)}",
-            f"RESOLUTION={rung.width}x{rung.height}",
-            f"FRAME-RATE={rung.fps:.3f}",
-        ]
-        if audio is not None:
-            attrs.append(f"AUDIO={_attr(AUDIO_GROUP)}")
-        if subtitles:
-            attrs.append(f"SUBTITLES={_attr(SUBTITLE_GROUP)}")
-        lines += ["#EXT-X-STREAM-INF:" + ",".join(attrs), prefix + rung.playlist]
-    if not video and audio is not None:
-        attrs = [
-            f"BANDWIDTH={audio.peak_bps}",
-            f"AVERAGE-BANDWIDTH={audio.average_bps}",
-            f"CODECS={_attr(audio.codecs)}",
-        ]
-        if subtitles:
-            attrs.append(f"SUBTITLES={_attr(SUBTITLE_GROUP)}")
-        lines += ["#EXT-X-STREAM-INF:" + ",".join(attrs), prefix + audio.playlist]
-    return "\n".join(lines) + "\n"
+    report.check(decoded > 0, "the ladder holds no media")
+    report.raise_if_failed()
+    return decoded
 
 
 def validate_master(text: str, exists: dict[str, int]) -> None:

@@ -24,8 +24,8 @@ _MIN_BITRATE_KBPS = 64
 
 
 @dataclass(frozen=True)
-class Rendition:
-    """One video rung: upright, even-sized, square-pixel, constant frame rate."""
+class Rung:
+    """One planned video rung: upright, even-sized, square-pixel, constant frame rate."""
 
     name: str  # e.g. avc_720p30_5000k
     width: int
@@ -39,7 +39,7 @@ class Rendition:
 
 
 @dataclass(frozen=True)
-class AudioRendition:
+class AudioRung:
     name: str  # e.g. aac_128k_2ch
     bitrate_kbps: int
     channels: int
@@ -48,8 +48,12 @@ class AudioRendition:
 
 @dataclass(frozen=True)
 class LadderPlan:
-    video: tuple[Rendition, ...]
-    audio: AudioRendition | None
+    video: tuple[Rung, ...]  # top first
+    audio: AudioRung | None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(r.name for r in self.video) + ((self.audio.name,) if self.audio else ())
 
 
 def _even(x: float) -> int:
@@ -86,7 +90,7 @@ def plan_ladder(info: VideoInfo, ladder: Ladder, fps_cap: float) -> LadderPlan:
     if info.audio is not None:
         a = ladder.audio
         channels = min(a.channels, info.audio.channels)
-        audio = AudioRendition(
+        audio = AudioRung(
             name=f"aac_{a.bitrate_kbps}k_{channels}ch",
             bitrate_kbps=a.bitrate_kbps,
             channels=channels,
@@ -99,7 +103,7 @@ def plan_ladder(info: VideoInfo, ladder: Ladder, fps_cap: float) -> LadderPlan:
     rate = output_fps(v.fps, fps_cap)
     w, h = v.display_width, v.display_height
     short, portrait = min(w, h), h > w
-    rungs: list[Rendition] = []
+    rungs: list[Rung] = []
     for rung in ladder.video:
         if rung.height > short:
             continue
@@ -112,9 +116,7 @@ def plan_ladder(info: VideoInfo, ladder: Ladder, fps_cap: float) -> LadderPlan:
     return LadderPlan(video=tuple(rungs), audio=audio)
 
 
-def _rendition(
-    w: int, h: int, portrait: bool, short_px: int, kbps: int, rate: Fraction
-) -> Rendition:
+def _rendition(w: int, h: int, portrait: bool, short_px: int, kbps: int, rate: Fraction) -> Rung:
     out_w: float
     out_h: float
     if portrait:
@@ -124,7 +126,7 @@ def _rendition(
     # Round to even, but never past the source (an odd 33 px becomes 32, not 34).
     out_w, out_h = min(_even(out_w), _even_down(w)), min(_even(out_h), _even_down(h))
     label = min(out_w, out_h)
-    return Rendition(
+    return Rung(
         name=f"avc_{label}p{_fps_label(rate)}_{kbps}k",
         width=out_w,
         height=out_h,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,8 +17,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
-from vidpipe.infra.errors import PermanentError
+from vidpipe.flows.serve import serve
+from vidpipe.infra.errors import InternalError, PermanentError
 from vidpipe.infra.runtime import apply_defaults
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -26,6 +29,25 @@ console = Console(stderr=True)
 out = Console(width=None if sys.stdout.isatty() else 160, soft_wrap=True)
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def plain(value: object) -> Text:
+    """``value`` as literal text: never read as rich markup, control characters escaped.
+
+    Error messages and table cells hold user-controlled strings (file names,
+    transcripts); none of them may style, move or clear the terminal.
+    """
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
+    return Text(text.replace("\n", " ").strip() if "\n" in text else text)
+
+
+def say_error(exc: BaseException | str, prefix: str = "error") -> None:
+    """One line on stderr: ``error: what is wrong and what to do``."""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    console.print(
+        Text(f"{prefix}: ", style="red") + plain(message), highlight=False, soft_wrap=True
+    )
 
 
 def _human_bytes(n: float) -> str:
@@ -37,13 +59,13 @@ def _human_bytes(n: float) -> str:
 
 
 def _summary(result: Any) -> Table:
-    t = result.transcode
+    t = result.ladder
     table = Table(
         title=f"video {result.source.video_id}  attempt {t.attempt}", title_justify="left"
     )
     for col in ("rendition", "resolution", "codecs", "segments", "size", "avg kbps", "peak kbps"):
         table.add_column(col, justify="right" if col not in ("rendition", "codecs") else "left")
-    for r in [*t.video, *([t.audio] if t.audio else [])]:
+    for r in t.renditions:
         res = f"{r.width}x{r.height}@{r.fps:g}" if r.kind == "video" else "audio"
         table.add_row(
             r.name,
@@ -126,7 +148,7 @@ def process(
         # Fail on bad flags and config before starting Prefect.
         build_settings(str(config) if config else None, out_, ladder, overrides)
         if not file.is_file():
-            raise PermanentError(f"{file} does not exist or is not a file")
+            raise PermanentError(f"{file} does not exist or is not a file; check the path")
         with Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -153,23 +175,26 @@ def process(
                 )
             finally:
                 unsubscribe()
+    except InternalError as exc:
+        say_error(exc, "internal error")
+        raise typer.Exit(EXIT_INTERNAL) from None
     except PermanentError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        say_error(exc)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except Exception as exc:
-        console.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc}", highlight=False)
+        say_error(f"{type(exc).__name__}: {exc}", "internal error")
         console.print("re-run with --verbose for Prefect's logs; the run is in the Prefect UI")
         raise typer.Exit(EXIT_INTERNAL) from None
 
-    if result.transcode.video or result.transcode.audio:
+    if result.ladder.renditions:
         out.print(_summary(result))
     out.print(_stage_table(result.stages))
     status = "published" if result.published.changed else "already published, nothing new"
     out.print(f"[green]{status}[/green]: {result.published.master_url}")
     out.print(f"manifest: {result.published.manifest_url}")
-    if result.transcode.poster:
+    if result.ladder.poster:
         base = result.published.master_url.rsplit("/", 1)[0]
-        out.print(f"poster: {base}/{result.transcode.poster}")
+        out.print(f"poster: {base}/{result.ladder.poster}")
 
 
 def _settings(config_file: Path | None, data_dir: Path | None) -> Any:
@@ -185,7 +210,10 @@ def _catalog(settings: Any) -> Any:
 
 
 def _bad_input(exc: PermanentError) -> typer.Exit:
-    console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+    if isinstance(exc, InternalError):
+        say_error(exc, "internal error")
+        return typer.Exit(EXIT_INTERNAL)
+    say_error(exc)
     return typer.Exit(EXIT_BAD_INPUT)
 
 
@@ -235,7 +263,7 @@ def show(
     except PermanentError as exc:
         raise _bad_input(exc) from None
     if details is None:
-        console.print(f"[red]error:[/red] no video {video_id!r} in the catalog; see vidpipe ls")
+        say_error(f"no video {video_id!r} in the catalog; see vidpipe ls")
         raise typer.Exit(EXIT_BAD_INPUT)
     v = details.video
     out.print(
@@ -244,7 +272,7 @@ def show(
         f"{_human_bytes(v.size_bytes)}"
     )
     if v.error:
-        out.print(f"[red]last error:[/red] {v.error}")
+        out.print(Text("last error: ", style="red") + plain(v.error))
     if details.renditions:
         table = Table(title=f"renditions (attempt {v.published_attempt})", title_justify="left")
         for col in ("rendition", "resolution", "codecs", "avg kbps", "peak kbps", "size"):
@@ -289,7 +317,7 @@ def show(
             labels.add_column(col)
         for lb in details.labels:
             labels.add_row(
-                lb.label,
+                plain(lb.label),
                 f"{lb.seconds_present:.1f}",
                 f"{lb.max_confidence:.2f}",
                 f"{lb.first_seen_seconds:.1f}",
@@ -308,13 +336,14 @@ def search(
 ) -> None:
     """Semantic search over transcript segments (MiniLM embeddings, pgvector HNSW, cosine)."""
     if not query.strip():
-        console.print("[red]error:[/red] the query is empty; say what to look for")
+        say_error("the query is empty; say what to look for")
         raise typer.Exit(EXIT_BAD_INPUT)
     try:
-        from vidpipe.models.embed import embed_texts
+        from vidpipe.models.embed import EmbedOptions, embed_texts
 
         settings = _settings(config_file, data_dir)
-        vector = embed_texts([query])[0]
+        options = EmbedOptions(text_model=settings.embed.text_model, device=settings.embed.device)
+        vector = embed_texts([query], options)[0]
         with _catalog(settings) as catalog:
             hits = catalog.search(vector, limit=limit, label=label)
     except PermanentError as exc:
@@ -324,7 +353,7 @@ def search(
         table.add_column(col)
     for h in hits:
         m, sec = divmod(h.start_seconds, 60)
-        table.add_row(f"{h.score:.3f}", h.video_id, f"{int(m)}:{sec:04.1f}", h.text)
+        table.add_row(f"{h.score:.3f}", h.video_id, f"{int(m)}:{sec:04.1f}", plain(h.text))
     out.print(table)
 
 
@@ -337,7 +366,8 @@ def reprocess(
     stages: Annotated[
         str | None,
         typer.Option(
-            help="With --force: the stages to re-run, comma-separated (probe,transcode,transcribe)."
+            help="With --force: the stages to re-run, comma-separated: probe, ladder, captions, "
+            "detections, safety, deepfake, fingerprint, embeddings."
         ),
     ] = None,
     force: Annotated[bool, typer.Option(help="Re-run stages even when nothing changed.")] = False,
@@ -374,7 +404,7 @@ def reprocess(
         table.add_column(col)
     for p in plans:
         for step in p.steps:
-            table.add_row(p.video_id, step.stage, step.recorded, step.current, step.action)
+            table.add_row(p.video_id, step.stage, step.recorded, step.current, plain(step.action))
     out.print(table)
     if dry_run:
         out.print(f"dry run: {sum(p.runs for p in plans)} of {len(plans)} videos would run")
@@ -395,7 +425,7 @@ def reprocess(
     for col in ("video", "result", "detail"):
         summary.add_column(col)
     for r in results:
-        summary.add_row(r.video_id, r.result, r.detail)
+        summary.add_row(r.video_id, r.result, plain(r.detail))
     out.print(summary)
     failed = [r for r in results if r.result == "failed"]
     out.print(f"{len(results) - len(failed)} ok, {len(failed)} failed")
@@ -415,8 +445,10 @@ def config(
     try:
         out.print(load_settings(config_file).to_yaml(), highlight=False)
     except PermanentError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        raise _bad_input(exc) from None
+
+
+app.command()(serve)  # vidpipe serve: the upload service (vidpipe/flows/serve.py)
 
 
 def main() -> None:

@@ -1,58 +1,71 @@
-"""process-video: one upload in, a published HLS ladder, thumbnails and manifest out.
+"""process-video: one upload in; a ladder that plays while it encodes, then everything else.
 
-    ingest ─► probe ─► plan (pure) ─► transcode ─► publish
+    ingest ─► probe ─► plan (pure) ─► ladder ─┬─► publish: VOD ladder (step 2)
+                                  (EVENT ladder │
+                                   while it     ├─► captions ─► publish: + SUBTITLES (step 3)
+                                   encodes,     ├─► detections ─┐
+                                   step 1)      ├─► safety      ├─► embeddings
+                                                ├─► deepfake    │
+                                                └─► fingerprint │ (captions ──┘)
+                                                      └─► manifest and catalog, never the master
 
-Each stage is a cached, retried Prefect task that hands the next one only
-references. A re-run with the same source and options hits every cache and
-publishes nothing new; a run killed anywhere leaves the published video as it
-was, because the master playlist is written last.
+Every stage is a cached, retried Prefect task declared once in the registry
+(``flows/stages.py``) and handed only references. The analysis stages that
+read only the ladder run concurrently, ``pipeline.max_parallel_stages`` at a
+time. A re-run with the same source and options hits every cache and writes
+nothing; a run killed anywhere leaves a master that plays what it points at.
 """
 
 from __future__ import annotations
 
-import inspect
-import time
-from contextvars import ContextVar
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
+from uuid import UUID
 
-from prefect import Task, flow, get_run_logger
-from prefect.client.schemas.objects import State
+from prefect import flow, get_run_logger
+from prefect.futures import PrefectFuture, as_completed
 
+from vidpipe.encoders.captions import Captions
+from vidpipe.encoders.encode import LadderResult, merge_rungs
 from vidpipe.encoders.ladder import LadderPlan, plan_ladder
-from vidpipe.encoders.pipeline import (
-    PublishResult,
-    StageOutput,
-    TranscodeResult,
-    merge_rungs,
-    stage_timing,
-)
 from vidpipe.encoders.probe import VideoInfo
+from vidpipe.encoders.publish import (
+    PublishResult,
+    Reported,
+    build_manifest,
+    carried_subtitles,
+    live_manifest,
+    manifest_exists,
+    update_manifest,
+    withdraw_live,
+)
 from vidpipe.flows import record
+from vidpipe.flows.stages import ANALYSIS, STAGES, StageRunner
 from vidpipe.infra.catalog import Catalog, open_catalog
-from vidpipe.infra.errors import ConfigError, PermanentError, PlaylistInvalid
+from vidpipe.infra.errors import AttemptVanished, ConfigError, UploadRejected, is_retryable
 from vidpipe.infra.ingest import SourceRef
 from vidpipe.infra.settings import Settings, load_ladder, load_settings, storage_overrides
-from vidpipe.infra.storage import open_storage
-from vidpipe.tasks import vision as vision_tasks
-from vidpipe.tasks.common import bind, results_here
+from vidpipe.infra.storage import Storage, open_storage
+from vidpipe.tasks.common import results_here
 from vidpipe.tasks.ingest import ingest
-from vidpipe.tasks.probe import probe_source
-from vidpipe.tasks.publish import publish_attempt
-from vidpipe.tasks.transcode import transcode, transcode_rungs
-from vidpipe.tasks.transcribe import transcribe_audio
+from vidpipe.tasks.ladder import ladder_rungs
+from vidpipe.tasks.publish import publish_step
+
+_PLAYABLE_POLL_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
 class ProcessResult:
     source: SourceRef
     info: VideoInfo
-    transcode: TranscodeResult
+    ladder: LadderResult
     published: PublishResult
     stages: dict[str, dict[str, Any]]
-    extras: tuple[StageOutput, ...] = ()
+    results: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # analysis stages that failed
 
 
 def build_settings(
@@ -67,51 +80,7 @@ def build_settings(
     return load_settings(Path(config) if config else None, **merged)
 
 
-_FORCE: ContextVar[frozenset[str]] = ContextVar("_FORCE", default=frozenset())
-
-
-def _stage_key(task: Task[Any, Any], args: tuple[Any, ...]) -> tuple[str, str]:
-    """(stage version, options hash) from the task's cache key; ("1", "-") if it has none."""
-    policy = task.cache_policy
-    fn = getattr(policy, "cache_key_fn", None)
-    if fn is None:
-        return "1", "-"
-    params = inspect.signature(task.fn).bind(*args).arguments
-    key = str(fn(None, params))  # "{stage}-v{version}-{sha256}-{options}"
-    _, version, _, options = key.rsplit("-", 3)
-    return version.removeprefix("v"), options
-
-
-def _run(
-    name: str,
-    task: Task[Any, Any],
-    settings: Settings,
-    stages: dict[str, dict[str, Any]],
-    *args: Any,
-    refresh: bool = False,
-) -> Any:
-    wall0, cpu0 = time.monotonic(), time.process_time()
-    started = datetime.now(UTC)
-    bound = bind(task, settings)
-    if refresh or name in _FORCE.get():
-        bound = bound.with_options(refresh_cache=True)
-    with results_here(settings):
-        state = cast(State[Any], bound(*args, return_state=True))
-    result = state.result()  # re-raises the task's own exception on failure
-    wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
-    if isinstance(result, TranscodeResult) and state.name != "Cached":
-        cpu += result.encode_cpu_seconds  # ffmpeg's own CPU time, not ours
-    version, options = _stage_key(task, args)
-
-    stages[name] = stage_timing(wall, cpu, cached=state.name == "Cached") | {
-        "version": version,
-        "options_hash": options,
-        "started_at": started.isoformat(timespec="seconds"),
-    }
-    return result
-
-
-@flow(name="process-video", flow_run_name="process-{source}", validate_parameters=False)
+@flow(name="process-video", validate_parameters=False)
 def process_video(
     source: str,
     out: str | None = None,
@@ -122,71 +91,225 @@ def process_video(
     force: list[str] | None = None,
     renditions: list[str] | None = None,
 ) -> ProcessResult:
-    """Process one local file into a published HLS ladder under ``videos/{video_id}/``.
+    """Process one local file into a published HLS ladder and its analysis.
 
     ``force`` names stages to re-run even when their cached result is valid;
     ``renditions`` names rungs to re-encode on their own, reusing every other.
     """
-    log = get_run_logger()
     settings = build_settings(config, out, ladder, overrides)
-    stages: dict[str, dict[str, Any]] = {}
-    _FORCE.set(frozenset(force or ()))
-
-    src: SourceRef = _run("ingest", ingest, settings, stages, source, settings, video_id)
+    with results_here(settings):
+        src: SourceRef = ingest(source, settings, video_id)
+    _name_run(f"process-{src.video_id}")
     with open_catalog(settings.database_url, settings.data_dir) as catalog:
         record.begin(catalog, src)
         # A second run of the same video waits here and then finds the first one's work.
         with catalog.video_lock(src.video_id):
-            record.start_processing(catalog, src.video_id)
+            before = record.start_processing(catalog, src.video_id)
+            run = _Run(src, settings, catalog, StageRunner(settings, frozenset(force or ())))
             try:
-                result = _process(src, settings, stages, catalog, log, renditions or [])
-            except PermanentError as exc:
-                record.fail(catalog, src.video_id, "rejected", exc, stages)
+                return run.process(renditions or [])
+            except UploadRejected as exc:
+                record.fail(catalog, src.video_id, "rejected", exc)
+                raise
+            except ConfigError as exc:
+                record.restore(catalog, src.video_id, before, exc)
                 raise
             except Exception as exc:
-                record.fail(catalog, src.video_id, "failed", exc, stages)
+                record.fail(catalog, src.video_id, "failed", exc)
                 raise
-    return result
+            finally:
+                record.stage_runs(catalog, src.video_id, run.timings, run.attempt, run.errors)
 
 
-def _process(
-    src: SourceRef,
-    settings: Settings,
-    stages: dict[str, dict[str, Any]],
-    catalog: Catalog,
-    log: Any,
-    renditions: list[str],
-) -> ProcessResult:
-    info: VideoInfo = _run("probe", probe_source, settings, stages, src, settings)
-    record.probed(catalog, src.video_id, info)
-    log.info("probed %s: %s, %.2f s", src.video_id, info.kind, info.duration_seconds)
-    plan = plan_ladder(info, load_ladder(settings.encode.ladder), settings.encode.fps_cap)
+class _Run:
+    """One run of process-video over one source: the steps, in order."""
 
-    for fresh in (False, True):
-        encoded: TranscodeResult = _run(
-            "transcode", transcode, settings, stages, src, info, plan, settings, refresh=fresh
-        )
-        if renditions:
-            partial = _run("transcode-rungs", transcode_rungs, settings, stages,
-                           src, info, _only(plan, renditions), settings)  # fmt: skip
-            encoded = merge_rungs(encoded, partial)
-        extras = _analyse(src, encoded, settings, stages)
-        publish_args = (src, info, encoded, extras, stages, settings)
+    def __init__(
+        self, src: SourceRef, settings: Settings, catalog: Catalog, runner: StageRunner
+    ) -> None:
+        self.src = src
+        self.settings = settings
+        self.catalog = catalog
+        self.runner = runner
+        self.storage: Storage = open_storage(settings)
+        self.log = get_run_logger()
+        self.attempt: str | None = None
+        self.errors: dict[str, str] = {}
+        self.results: dict[str, Reported] = {}
+        self.extra: dict[str, dict[str, Any]] = {}
+
+    @property
+    def timings(self) -> dict[str, Any]:
+        return self.runner.timings
+
+    def process(self, renditions: list[str]) -> ProcessResult:
+        src, settings = self.src, self.settings
+        info: VideoInfo = self.runner.run("probe", src, settings)
+        record.probed(self.catalog, src.video_id, info)
+        self.log.info("probed %s: %s, %.2f s", src.video_id, info.kind, info.duration_seconds)
+        plan = plan_ladder(info, load_ladder(settings.encode.ladder), settings.encode.fps_cap)
+        carried = live_manifest(self.storage, src)
+        self.subtitles = carried_subtitles(carried)
+        self.carried = carried
+        self.info = info
+
+        rungs = _only(plan, renditions) if renditions else None  # a typo fails before encoding
+        published = None
+        live = settings.pipeline.progressive and not manifest_exists(self.storage, src.video_id)
+        with self._withdraw_on_permanent_failure(live):
+            for fresh in (False, True):
+                ladder = self._ladder(info, plan, live, refresh=fresh)
+                if rungs is not None:
+                    partial = self.runner.run_task(
+                        "ladder-rungs", ladder_rungs, src, info, rungs, settings, like="ladder"
+                    )
+                    ladder = merge_rungs(ladder, partial)
+                try:
+                    published = self._publish(ladder)  # step 2: the whole VOD ladder
+                    break
+                except AttemptVanished as exc:
+                    if fresh:
+                        raise
+                    self.log.warning("cached attempt unusable (%s); encoding a fresh attempt", exc)
+        assert published is not None
+        self.attempt = ladder.attempt
+        record.published(self.catalog, src.video_id, ladder)
+        self.log.info("published %s attempt %s", src.video_id, ladder.attempt)
+        self._analyse(ladder)
+        update_manifest(self.storage, self._manifest(ladder))
+        if self.errors:
+            first = next(iter(self.errors.values()))
+            raise self._first_error or RuntimeError(first)
+        return ProcessResult(
+            src, info, ladder, published,
+            {n: t.to_dict() for n, t in self.timings.items()}, dict(self.results), self.errors,
+        )  # fmt: skip
+
+    _first_error: BaseException | None = None
+
+    def _ladder(self, info: VideoInfo, plan: LadderPlan, live: bool, refresh: bool) -> LadderResult:
+        """Encode (or find cached) the ladder; with ``live``, an EVENT master plays meanwhile."""
+        src, settings = self.src, self.settings
+        if refresh:
+            return self.runner.run("ladder", src, info, plan, settings, live, refresh=True)
+        future = self.runner.submit("ladder", src, info, plan, settings, live)
+        playable = False
+        while not _wait(future, _PLAYABLE_POLL_SECONDS):
+            master = f"videos/{src.video_id}/master.m3u8"
+            if live and not playable and self.storage.exists(master):
+                record.playable(self.catalog, src.video_id)
+                playable = True
+        result: LadderResult = self.runner.collect("ladder", future)
+        return result
+
+    @contextmanager
+    def _withdraw_on_permanent_failure(self, live: bool) -> Iterator[None]:
+        """Nothing half published: an EVENT master whose ladder can never finish is removed.
+
+        A transient failure keeps it: the retry finishes what it plays.
+        """
         try:
-            published: PublishResult = _run(
-                "publish", publish_attempt, settings, stages, *publish_args
-            )
-            break
-        except PlaylistInvalid as exc:
-            if fresh:
-                raise
-            # A cached attempt whose files are gone from storage: encode a fresh one.
-            log.warning("cached attempt unusable (%s); encoding a fresh attempt", exc)
-    record.published(catalog, open_storage(settings), src.video_id, encoded, extras, stages)
-    log.info(
-        "published %s attempt %s (changed=%s)", src.video_id, encoded.attempt, published.changed
-    )
-    return ProcessResult(src, info, encoded, published, stages, tuple(extras))
+            yield
+        except Exception as exc:
+            if live and not is_retryable(exc) and withdraw_live(self.storage, self.src.video_id):
+                self.log.warning("the ladder failed; its EVENT master was withdrawn")
+            raise
+
+    def _manifest(self, ladder: LadderResult) -> dict[str, Any]:
+        stages = {n: t.to_dict() for n, t in self.timings.items()}
+        return build_manifest(
+            self.src, self.info, ladder, self.results, stages, self.subtitles,
+            self.carried, self.extra,
+        )  # fmt: skip
+
+    def _publish(self, ladder: LadderResult) -> PublishResult:
+        result: PublishResult = publish_step(
+            self._manifest(ladder), ladder, self.subtitles, self.settings
+        )
+        return result
+
+    def _analyse(self, ladder: LadderResult) -> None:
+        """The stages after the ladder, at most ``max_parallel_stages`` at a time.
+
+        Captions re-publish the master with their SUBTITLES group as soon as
+        they are done; every other result updates the manifest and the catalog.
+        """
+        s = self.settings
+        inputs: dict[str, Callable[[], tuple[Any, ...]]] = {
+            "captions": lambda: (self.src, ladder, s, STAGES["captions"].out(s)),
+            "embeddings": lambda: (
+                self.src, getattr(self.results.get("captions"), "transcript", None),
+                _labels(self.results.get("detections")), s, STAGES["embeddings"].out(s),
+            ),
+        }  # fmt: skip
+        wanted = [n for n in ANALYSIS if STAGES[n].enabled(s) and self._has_input(n, ladder)]
+        if STAGES["embeddings"].enabled(s) and ("captions" in wanted or "detections" in wanted):
+            wanted.append("embeddings")
+        pending = list(wanted)
+        running: dict[PrefectFuture[Any], str] = {}
+        while pending or running:
+            for name in [n for n in pending if self._ready(n, pending, running)]:
+                if len(running) >= s.pipeline.max_parallel_stages:
+                    break
+                args = inputs[name]() if name in inputs else (
+                    self.src, ladder.frames_index, s, STAGES[name].out(s))  # fmt: skip
+                running[self.runner.submit(name, *args)] = name
+                pending.remove(name)
+            done = next(as_completed(list(running)))
+            self._finished(running.pop(done), done, ladder)
+
+    def _has_input(self, name: str, ladder: LadderResult) -> bool:
+        return bool(ladder.asr_audio) if name == "captions" else bool(ladder.frames_index)
+
+    def _ready(self, name: str, pending: list[str], running: dict[Any, str]) -> bool:
+        busy = set(pending) | set(running.values())
+        return not any(up in busy for up in STAGES[name].reads)
+
+    def _finished(self, name: str, future: PrefectFuture[Any], ladder: LadderResult) -> None:
+        try:
+            result = self.runner.collect(name, future)
+        except Exception as exc:
+            self.errors[name] = str(exc).splitlines()[0][:2000] if str(exc) else repr(exc)
+            self._first_error = self._first_error or exc
+            self.log.error("stage %s failed: %s", name, self.errors[name])
+            return
+        self.results[name] = result
+        stage = STAGES[name]
+        record.files(self.catalog, self.src.video_id, ladder.attempt, result.files)
+        if stage.record is not None:
+            found = stage.record(self.catalog, self.storage, self.src.video_id, ladder.attempt,
+                                 result)  # fmt: skip
+            if name == "fingerprint":
+                self.extra[name] = {"near_duplicates": [vars(d) for d in found or []]}
+        if isinstance(result, Captions):
+            self.subtitles = result.subtitles
+            self._publish(ladder)  # step 3: the master with its SUBTITLES group
+        else:
+            update_manifest(self.storage, self._manifest(ladder))
+
+
+def _name_run(name: str) -> None:
+    """Name the flow run after the video, once ingest knows its id (engineers search by it)."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    run_id = flow_run.get_id()
+    if run_id is None:
+        return
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(UUID(run_id), name=name)
+    except Exception:  # a name is a convenience; never fail a video over it
+        pass
+
+
+def _wait(future: PrefectFuture[Any], seconds: float) -> bool:
+    future.wait(timeout=seconds)
+    return future.state.is_final()
+
+
+def _labels(report: Any) -> tuple[Any, ...]:
+    return tuple(report.result.labels) if report is not None else ()
 
 
 def _only(plan: LadderPlan, names: list[str]) -> LadderPlan:
@@ -198,33 +321,6 @@ def _only(plan: LadderPlan, names: list[str]) -> LadderPlan:
             f"no rendition {unknown[0]!r} in this video's ladder; renditions: {', '.join(known)}"
         )
     return LadderPlan(video=tuple(r for r in plan.video if r.name in names), audio=None)
-
-
-def _analyse(
-    src: SourceRef, encoded: TranscodeResult, settings: Settings, stages: dict[str, dict[str, Any]]
-) -> list[StageOutput]:
-    """The stages that read what the transcode sampled: captions, then vision."""
-    extras: list[StageOutput] = []
-    if settings.transcribe.enabled and encoded.asr_audio:
-        extras.append(
-            _run("transcribe", transcribe_audio, settings, stages, src, encoded, settings)
-        )
-    if encoded.frames_index:
-        vision = [
-            ("detect", settings.detect.enabled, vision_tasks.detect_objects),
-            ("safety", settings.safety.enabled, vision_tasks.screen_safety),
-            ("deepfake", settings.deepfake.enabled, vision_tasks.check_deepfake),
-            ("fingerprint", True, vision_tasks.fingerprint_video),
-        ]
-        for name, enabled, task in vision:
-            if enabled:
-                extras.append(_run(name, task, settings, stages, src, encoded, settings))
-    if settings.embed.enabled and extras:
-        extras.append(
-            _run("embed", vision_tasks.embed_for_search, settings, stages, src, list(extras),
-                 settings)
-        )  # fmt: skip
-    return extras
 
 
 if __name__ == "__main__":

@@ -14,17 +14,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from vidpipe.flows.stages import STAGES
 from vidpipe.infra.catalog import Catalog, StageRun, Video
 from vidpipe.infra.errors import ConfigError, PermanentError
-from vidpipe.infra.ingest import SourceRef
-from vidpipe.infra.settings import Settings, options_hash
+from vidpipe.infra.settings import Settings
 from vidpipe.infra.storage import open_storage
-from vidpipe.tasks import transcode as transcode_task
-from vidpipe.tasks import transcribe as transcribe_task
-from vidpipe.tasks.probe import PROBE_VERSION
-
-STAGES = ("probe", "transcode", "transcribe")
-UPSTREAM = {"probe": (), "transcode": ("probe",), "transcribe": ("transcode",)}
 
 
 @dataclass(frozen=True)
@@ -32,7 +26,7 @@ class Step:
     stage: str
     recorded: str  # "v1 ab12cd34" or "-"
     current: str
-    action: str  # "reuse" | "run: ..."
+    action: str  # "reuse" | "run: <why>" | "skip: disabled"
 
 
 @dataclass(frozen=True)
@@ -47,7 +41,7 @@ class Plan:
 
     @property
     def runs(self) -> int:
-        return int(any(s.action != "reuse" for s in self.steps))
+        return int(any(s.action.startswith("run") for s in self.steps))
 
 
 @dataclass(frozen=True)
@@ -59,7 +53,7 @@ class Outcome:
 
 def parse_stages(stages: str | None, force: bool) -> tuple[str, ...]:
     if stages is None:
-        return STAGES if force else ()
+        return tuple(STAGES) if force else ()
     names = tuple(s.strip() for s in stages.split(",") if s.strip())
     unknown = [n for n in names if n not in STAGES]
     if unknown:
@@ -92,20 +86,9 @@ def select(
     return videos
 
 
-def _current(settings: Settings, video: Video) -> dict[str, tuple[str, str]]:
-    """(version, comparable options hash) of each stage under today's code and settings."""
-    src = SourceRef(video.id, video.source_sha256, video.source_key or "", video.size_bytes)
-    return {
-        "probe": (str(PROBE_VERSION), options_hash(settings.limits)),
-        "transcode": (
-            str(transcode_task.TRANSCODE_VERSION),
-            transcode_task._options({"settings": settings, "source": src}),
-        ),
-        "transcribe": (
-            str(transcribe_task.TRANSCRIBE_VERSION),
-            transcribe_task.settings_hash(settings),
-        ),
-    }
+def _current(settings: Settings) -> dict[str, tuple[str, str]]:
+    """(version, options hash) of each stage under today's code and settings."""
+    return {name: (str(st.version), st.options_hash(settings)) for name, st in STAGES.items()}
 
 
 def _when(run: StageRun) -> datetime:
@@ -123,31 +106,33 @@ def plan(
     for run in sorted(catalog.stage_runs(video.id), key=_when):
         if run.status == "succeeded" and run.stage in STAGES:
             recorded[run.stage] = run  # the latest succeeded run of each stage wins
-    current = _current(settings, video)
+    current = _current(settings)
     steps: list[Step] = []
     running: set[str] = set()
     for stage in STAGES:
         version, opts = current[stage]
         last = recorded.get(stage)
-        was = f"v{last.stage_version} {last.options_hash.split('.')[0][:12]}" if last else "-"
+        was = f"v{last.stage_version} {last.options_hash[:12]}" if last else "-"
         now = f"v{version} {opts[:12]}"
-        if stage in force:
+        if not STAGES[stage].enabled(settings):
+            action = "skip: disabled"
+        elif stage in force:
             action = "run: forced"
         elif last is None:
             action = "run: never ran"
         elif last.stage_version != version:
             action = f"run: version v{last.stage_version} → v{version}"
-        elif last.options_hash.split(".")[0] != opts:
+        elif last.options_hash != opts:
             action = "run: options changed"
-        elif any(u in running for u in UPSTREAM[stage]):
+        elif any(u in running for u in STAGES[stage].reads):
             action = "run: upstream re-runs"
         else:
             action = "reuse"
-        if action != "reuse":
+        if action.startswith("run"):
             running.add(stage)
         steps.append(Step(stage, was, now, action))
     if renditions:
-        steps.append(Step("transcode-rungs", "-", ", ".join(renditions), "run: re-encode rungs"))
+        steps.append(Step("ladder-rungs", "-", ", ".join(renditions), "run: re-encode rungs"))
     if not video.source_key:
         raise PermanentError(f"video {video.id} has no stored original to reprocess from")
     return Plan(
@@ -173,6 +158,9 @@ def _run_one(plan: Plan, settings: Settings, config_file: Path | None) -> Outcom
     except Exception as exc:  # one video's failure must not stop the batch
         return Outcome(plan.video_id, "failed", str(exc).splitlines()[0][:200])
     ran = [name for name, s in result.stages.items() if not s["cached"]]
+    if result.errors:
+        failed = ", ".join(result.errors)
+        return Outcome(plan.video_id, "failed", f"stages failed: {failed}")
     changed = "published" if result.published.changed else "unchanged"
     return Outcome(plan.video_id, "ok", f"{changed}; ran {', '.join(ran) or 'nothing'}")
 

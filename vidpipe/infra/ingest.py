@@ -7,11 +7,11 @@ map to the same video and a re-run is idempotent. The original is stored at
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from vidpipe.infra.errors import InvalidMedia
+from vidpipe.infra.outputs import sha256_file
 from vidpipe.infra.storage import Storage
 
 
@@ -32,14 +32,6 @@ class SourceRef:
             if path.is_file() and path.stat().st_size == self.size_bytes:
                 return path
         return storage.fetch(self.key, scratch / "source")
-
-
-def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk_bytes):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def video_id_for(sha256: str) -> str:

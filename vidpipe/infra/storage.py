@@ -9,9 +9,11 @@ boto3 errors are mapped here: a missing bucket or bad credentials is a
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
+import threading
 from abc import ABC, abstractmethod
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -78,6 +80,10 @@ class Storage(ABC):
     @abstractmethod
     def size(self, key: str) -> int | None:
         """The object's size in bytes, or None if it does not exist."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key``; a missing key is not an error."""
 
     def exists(self, key: str) -> bool:
         return self.size(key) is not None
@@ -149,6 +155,9 @@ class LocalStorage(Storage):
         if not path.is_file():
             raise StorageError(f"{self.url(key)} does not exist")
         return path
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
 
 
 class S3Storage(Storage):
@@ -285,9 +294,39 @@ class S3Storage(Storage):
         )
         return dest
 
+    def delete(self, key: str) -> None:
+        self._call(
+            f"delete of {key}", self.client.delete_object, Bucket=self.bucket, Key=self._key(key)
+        )
+
 
 def open_storage(settings: Settings) -> Storage:
     cfg = settings.storage
     if cfg.kind == "s3":
         return S3Storage(cfg)
     return LocalStorage(cfg.local_root or settings.data_dir)
+
+
+_folders: dict[tuple[str, str], Path] = {}
+_folders_lock = threading.Lock()
+
+
+def local_folder(storage: Storage, prefix: str) -> Path:
+    """The objects under ``prefix`` as a local directory: in place, or downloaded once.
+
+    For folders that never change once written (an attempt's sampled frames):
+    a remote copy is fetched once per process, shared by every stage that
+    reads it, and removed when the process exits.
+    """
+    if isinstance(storage, LocalStorage):
+        return Path(storage.url(prefix))
+    with _folders_lock:
+        cached = _folders.get((storage.identity(), prefix))
+        if cached is not None and cached.is_dir():
+            return cached
+        target = Path(tempfile.mkdtemp(prefix="vidpipe-folder-"))
+        atexit.register(shutil.rmtree, target, ignore_errors=True)
+        for key in storage.sizes(prefix):
+            storage.fetch(key, target / PurePosixPath(key).relative_to(prefix))
+        _folders[(storage.identity(), prefix)] = target
+        return target

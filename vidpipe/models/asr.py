@@ -36,7 +36,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from vidpipe.infra.errors import ConfigError, InvalidMedia, TransientError
+from vidpipe.infra.errors import (
+    ConfigError,
+    InvalidMedia,
+    TransientError,
+    VidpipeError,
+    import_failure,
+)
+from vidpipe.infra.settings import TranscribeSettings
 from vidpipe.models import whisper_weights
 
 SAMPLE_RATE_HZ = 16000
@@ -95,6 +102,15 @@ class AsrOptions:
             raise ConfigError("model must not be empty")
         if self.engine == "openai-whisper" and self.compute_type not in ("auto", *_OPENAI_COMPUTE):
             raise ConfigError(f"openai-whisper runs float32 or float16, not {self.compute_type!r}")
+
+
+def options_from(t: TranscribeSettings) -> AsrOptions:
+    """The engine options of the ``transcribe`` settings section."""
+    return AsrOptions(
+        engine=t.engine, model=t.model, language=t.language, device=t.device,
+        compute_type=t.compute_type, beam_size=t.beam_size, vad=t.vad,
+        word_timestamps=t.word_timestamps, threads=t.threads,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -176,11 +192,12 @@ _models: dict[tuple[str, str, str, str, int, str], LoadedModel] = {}
 _models_lock = threading.Lock()
 
 
-def _missing(engine: str, e: ImportError) -> ConfigError:
-    return ConfigError(
-        f"the {engine} engine is not installed ({e.name or e}): "
-        f"pip install '{_REQUIREMENT[engine]}' (or reinstall vidpipe with its dependencies)"
-    )
+def _missing(engine: str, e: ImportError) -> VidpipeError:
+    """Out of memory while importing is the machine's; a missing package the installation's."""
+    return import_failure(
+        f"the {engine} engine", e,
+        f"pip install '{_REQUIREMENT[engine]}' (or reinstall vidpipe with its dependencies)",
+    )  # fmt: skip
 
 
 def resolve_device(engine: str, device: str) -> str:

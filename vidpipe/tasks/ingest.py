@@ -13,11 +13,6 @@ from vidpipe.infra.storage import open_storage
 from vidpipe.tasks.common import RETRY_TRANSIENT
 
 
-@task(
-    name="ingest",
-    **RETRY_TRANSIENT,
-    cache_policy=NO_CACHE,
-    persist_result=False,
-)
+@task(name="ingest", cache_policy=NO_CACHE, persist_result=False, **RETRY_TRANSIENT)
 def ingest(path: str, settings: Settings, video_id: str | None = None) -> SourceRef:
     return ingest_file(Path(path), open_storage(settings), video_id)
