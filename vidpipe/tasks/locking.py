@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 _POLL_SECONDS = 0.1
 
@@ -113,6 +114,113 @@ class FlockLockManager:
     async def await_for_lock(self, key: str, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.is_locked(key):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(_POLL_SECONDS)
+        return True
+
+
+class PostgresLockManager:
+    """Implements ``prefect.locking.protocol.LockManager`` on PostgreSQL advisory locks.
+
+    For workers on several hosts that share nothing but the catalog's database:
+    each held lock is a session-level ``pg_advisory_lock`` on a connection of
+    its own, so the server releases it the moment its holder dies.
+    """
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._held: dict[str, tuple[Any, str]] = {}  # key -> (connection, holder)
+        self._mutex = threading.Lock()
+
+    def _key(self, key: str) -> int:
+        from vidpipe.infra.catalog.connection import lock_key
+
+        return lock_key(f"stage-cache:{key}")
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(self.dsn, autocommit=True, application_name="vidpipe-lock")
+
+    def _try_lock(self, key: str, holder: str) -> bool:
+        with self._mutex:
+            held = self._held.get(key)
+            if held is not None:
+                return held[1] == holder
+        conn = self._connect()
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key(key),)).fetchone()
+        if not (row and row[0]):
+            conn.close()
+            return False
+        with self._mutex:
+            self._held[key] = (conn, holder)
+        return True
+
+    def acquire_lock(
+        self,
+        key: str,
+        holder: str,
+        acquire_timeout: float | None = None,
+        hold_timeout: float | None = None,
+    ) -> bool:
+        deadline = None if acquire_timeout is None else time.monotonic() + acquire_timeout
+        while not self._try_lock(key, holder):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(_POLL_SECONDS)
+        return True
+
+    async def aacquire_lock(
+        self,
+        key: str,
+        holder: str,
+        acquire_timeout: float | None = None,
+        hold_timeout: float | None = None,
+    ) -> bool:
+        deadline = None if acquire_timeout is None else time.monotonic() + acquire_timeout
+        while not await asyncio.to_thread(self._try_lock, key, holder):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(_POLL_SECONDS)
+        return True
+
+    def release_lock(self, key: str, holder: str) -> None:
+        with self._mutex:
+            held = self._held.get(key)
+            if held is None or held[1] != holder:
+                raise ValueError(f"{holder} does not hold the lock on {key}")
+            del self._held[key]
+        held[0].close()  # ends the session, which releases the advisory lock
+
+    def is_locked(self, key: str) -> bool:
+        with self._mutex:
+            if key in self._held:
+                return True
+        with self._connect() as conn:  # probe: take it and give it straight back
+            k = self._key(key)
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (k,)).fetchone()
+            if row and row[0]:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (k,))
+                return False
+        return True
+
+    def is_lock_holder(self, key: str, holder: str) -> bool:
+        with self._mutex:
+            held = self._held.get(key)
+            return held is not None and held[1] == holder
+
+    def wait_for_lock(self, key: str, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.is_locked(key):
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(_POLL_SECONDS)
+        return True
+
+    async def await_for_lock(self, key: str, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while await asyncio.to_thread(self.is_locked, key):
             if deadline is not None and time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(_POLL_SECONDS)
