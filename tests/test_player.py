@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -207,3 +208,88 @@ def test_hlsjs_shows_whisper_captions(player_ready: str, published_jfk: Any) -> 
     assert active is not None, context
     assert "country" in active["text"].lower(), context
     assert any(r[0].endswith(".vtt") and r[1] == 200 for r in requests), context
+
+
+def _play(
+    node: str, url: str, *args: str, timeout_ms: int = PLAY_TIMEOUT_MS
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    proc = subprocess.run(
+        [node, "play.mjs", url, "--timeout-ms", str(timeout_ms), *args],
+        cwd=PLAYER_DIR, capture_output=True, text=True, timeout=timeout_ms / 1000 + 30,
+    )  # fmt: skip
+    lines = proc.stdout.strip().splitlines()
+    assert lines, f"play.mjs printed nothing (rc={proc.returncode})\nstderr:\n{proc.stderr}"
+    return proc, json.loads(lines[-1])
+
+
+CORPUS_PLAYED = ["android-vfr-1080p.mp4", "sintel-hls-segment.ts", "dvd-mpeg2-mp2.vob"]
+
+
+@pytest.mark.parametrize(
+    "name", CORPUS_PLAYED, ids=["vfr-phone", "audio-shorter-trailer", "mpeg-ps-rip"]
+)
+def test_hlsjs_plays_real_world_uploads(player_ready: str, data_dir: Path, name: str) -> None:
+    """Files nobody here made: a VFR phone clip, a trailer whose audio is shorter, a DVD rip."""
+    from tests.conftest import MEDIA_ONLY, process_to
+
+    source = Path(__file__).resolve().parent / "corpus" / "files" / name
+    pub = process_to(data_dir, source, env=MEDIA_ONLY | {"VIDPIPE_ENCODE__PRESET": "ultrafast"})
+    with _serve(data_dir) as (base_url, requests):
+        proc, report = _play(player_ready, f"{base_url}/{pub.master_key}", "--min-advance-s", "1")
+    context = f"rc={proc.returncode} requests={requests[-5:]}\n{json.dumps(report)[:4000]}"
+    assert report.get("fatalErrors") == [] and proc.returncode == 0, context
+    assert report["playback"]["advancedS"] >= 1.0 or report["playback"]["ended"], context
+    level = report["levels"][report["playback"]["level"]]
+    assert report["playback"]["videoWidth"] == level["width"], context
+    assert report["switch"]["happened"] or report["switch"]["ended"], context
+
+
+def test_hlsjs_plays_while_the_ladder_is_still_encoding(player_ready: str, tmp_path: Path) -> None:
+    """Playback starts on the EVENT ladder, plays past what was encoded when it started,
+    and ends on the VOD playlist; the captions appear once the master is re-published."""
+    from tests.conftest import JFK_WAV, ffmpeg
+
+    clip = tmp_path / "speech-40s.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=1280x720:r=30:d=40", "-stream_loop", "-1", "-i",
+           str(JFK_WAV), "-t", "40", "-map", "0:v", "-map", "1:a", "-c:v", "libx264",
+           "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", str(clip))  # fmt: skip
+    data = tmp_path / "data"
+    env = os.environ | {
+        "VIDPIPE_DETECT__ENABLED": "false", "VIDPIPE_SAFETY__ENABLED": "false",
+        "VIDPIPE_DEEPFAKE__ENABLED": "false", "VIDPIPE_EMBED__ENABLED": "false",
+        "VIDPIPE_ENCODE__PRESET": "ultrafast",
+    }  # fmt: skip
+    run = subprocess.Popen(
+        [sys.executable, "-m", "vidpipe.flows.cli", "process", str(clip), "--data-dir", str(data)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        master: Path | None = None
+        while master is None and time.monotonic() < deadline and run.poll() is None:
+            found = (
+                list((data / "videos").glob("*/master.m3u8")) if (data / "videos").exists() else []
+            )
+            master = found[0] if found else None
+            time.sleep(0.1)
+        assert master is not None, f"no EVENT master appeared; vidpipe: {run.communicate()[1]}"
+        assert not (master.parent / "manifest.json").exists()  # still encoding: no VOD yet
+        key = master.relative_to(data).as_posix()
+        with _serve(data) as (base_url, _requests):
+            # Stalls are allowed (on a busy 2-core box the encode may fall behind real time).
+            proc, report = _play(player_ready, f"{base_url}/{key}", "--live", timeout_ms=180_000)
+            _, err = run.communicate(timeout=300)
+            assert run.returncode == 0, err
+            _, later = _play(player_ready, f"{base_url}/{key}")
+    finally:
+        if run.poll() is None:
+            run.kill()
+    context = f"rc={proc.returncode}\n{json.dumps(report)[:4000]}"
+    assert report.get("fatalErrors") == [] and proc.returncode == 0, context
+    live = report["live"]
+    assert live["atStart"]["live"] is True, context  # an EVENT playlist, still growing
+    assert live["atEnd"]["live"] is False, context  # then the VOD one, with ENDLIST
+    assert live["atEnd"]["fragments"] > live["atStart"]["fragments"], context
+    assert live["playedPast"] > live["atStart"]["seconds"], context
+    assert later["manifestSubtitleTrackCount"] == 1, json.dumps(later)[:3000]
+    assert "country" in ((later.get("captions") or {}).get("active") or {}).get("text", "").lower()

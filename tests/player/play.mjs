@@ -24,12 +24,12 @@ const PREFIX = '/__vidpipe_player__/';
 
 function usage(msg) {
   if (msg) process.stderr.write(`play.mjs: ${msg}\n`);
-  process.stderr.write('usage: node play.mjs <master_url> [--timeout-ms N] [--min-advance-s S]\n');
+  process.stderr.write('usage: node play.mjs <master_url> [--timeout-ms N] [--min-advance-s S] [--live]\n');
   process.exit(3);
 }
 
 function parseArgs(argv) {
-  const opts = { masterUrl: null, timeoutMs: 30000, minAdvanceS: 1.5 };
+  const opts = { masterUrl: null, timeoutMs: 30000, minAdvanceS: 1.5, live: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const take = () => {
@@ -40,6 +40,7 @@ function parseArgs(argv) {
     };
     if (a === '--timeout-ms' || a.startsWith('--timeout-ms=')) opts.timeoutMs = Number(take());
     else if (a === '--min-advance-s' || a.startsWith('--min-advance-s=')) opts.minAdvanceS = Number(take());
+    else if (a === '--live') opts.live = true;
     else if (a === '-h' || a === '--help') usage();
     else if (a.startsWith('--')) usage(`unknown option ${a}`);
     else if (opts.masterUrl === null) opts.masterUrl = a;
@@ -65,7 +66,7 @@ function parseArgs(argv) {
 // sets report.done when finished; node polls that with waitForFunction, and on
 // timeout it still reads the partial report.
 // ---------------------------------------------------------------------------
-function harness({ masterUrl, minAdvanceS }) {
+function harness({ masterUrl, minAdvanceS, live }) {
   const Hls = window.Hls;
   const video = document.getElementById('v');
   const t0 = performance.now();
@@ -263,6 +264,25 @@ function harness({ masterUrl, minAdvanceS }) {
     const start = snap();
     R.playback = { start: start.currentTime, startLevel: bottom };
 
+    // 1a. Live: the ladder is still encoding. Play on past what was encoded when playback
+    // began, until the playlist ends (ENDLIST: the VOD playlist replaced the EVENT one).
+    if (live) {
+      const details = () => hls.levels[hls.currentLevel >= 0 ? hls.currentLevel : bottom].details;
+      const first = details();
+      R.live = { atStart: { live: first.live, type: first.type || null,
+        fragments: first.fragments.length, seconds: first.totalduration } };
+      await until('playedPastLiveEdge', () => video.currentTime > R.live.atStart.seconds + 0.5);
+      R.live.playedPast = video.currentTime;
+      await until('ended', () => details() && !details().live);
+      const last = details();
+      R.live.atEnd = { live: last.live, type: last.type || null,
+        fragments: last.fragments.length, seconds: last.totalduration };
+      R.live.stalls = R.events.filter((e) => e.what === 'video:waiting').length;
+      R.playback = { start: start.currentTime, end: video.currentTime,
+        advancedS: video.currentTime - start.currentTime };
+      return;
+    }
+
     // 1b. Captions: turn on the first subtitle track and wait for a cue to go active.
     if (R.manifestSubtitleTrackCount > 0) {
       hls.subtitleDisplay = true;
@@ -446,7 +466,8 @@ async function main() {
     await page.goto(`${opts.origin}${PREFIX}index.html`, { waitUntil: 'load', timeout: remaining() });
     result.userAgent = await page.evaluate(() => navigator.userAgent);
 
-    await page.evaluate(harness, { masterUrl: opts.masterUrl, minAdvanceS: opts.minAdvanceS });
+    await page.evaluate(harness, { masterUrl: opts.masterUrl, minAdvanceS: opts.minAdvanceS,
+      live: opts.live });
     try {
       await page.waitForFunction(() => window.__report && window.__report.done, null, {
         timeout: remaining(),
