@@ -347,3 +347,82 @@ def test_killed_run_leaves_published_video_intact(media: Media, data_dir: Path) 
     assert not any(work.iterdir()), "the killed run's scratch was not swept"
     assert (again.video_dir / "master.m3u8").read_bytes() != before
     check_published(again)
+
+
+def _media_hashes(pub: Published) -> dict[str, str]:
+    """What a viewer gets, by role rather than by attempt: rendition files and captions."""
+    out = {}
+    for f in pub.manifest["files"]:
+        parts = f["key"].split("/")
+        if "hls" in parts or parts[0] == "captions":
+            out["/".join(parts[parts.index("hls") :] if "hls" in parts else parts)] = f["sha256"]
+    return out
+
+
+def _pg_running(data_dir: Path) -> bool:
+    import psutil
+
+    pgdata = str((data_dir / "pg").resolve())
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmd = proc.info.get("cmdline") or []
+        if proc.info.get("name") == "postgres" and pgdata in cmd:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("step", ["while-encoding", "before-captions"])
+def test_killed_at_each_publish_step(media: Media, tmp_path: Path, step: str) -> None:
+    """SIGKILL at a publish step: what is live still validates; the re-run completes with the
+    content of an uninterrupted run; nothing of the dead run keeps running."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = MEDIA_ONLY | {"VIDPIPE_TRANSCRIBE__ENABLED": "true", "VIDPIPE_ENCODE__PRESET": "fast"}
+    reference = process_to(tmp_path / "reference", media.jfk, env=env)
+    data = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vidpipe.flows.cli", "process", str(media.jfk), "--data-dir",
+         str(data)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env=os.environ | env,
+    )  # fmt: skip
+    video = data / "videos" / reference.video_id
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        master = video / "master.m3u8"
+        manifest = video / "manifest.json"
+        if step == "while-encoding" and master.exists() and not manifest.exists():
+            break
+        if (
+            step == "before-captions"
+            and manifest.exists()
+            and "captions" not in manifest.read_text()
+        ):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run finished before the {step} step could be caught"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    report = hls.ValidationReport()  # what is published right now is whole
+    text = (video / "master.m3u8").read_text()
+    live = m3u8.loads(text)
+    for uri in [p.uri for p in live.playlists] + [m.uri for m in live.media if m.uri]:
+        ended = "#EXT-X-ENDLIST" in (video / uri).read_text()
+        hls.validate_media_playlist(video, uri, report, check_keyframes=True, ended=ended)
+    report.raise_if_failed()
+    ended = {"#EXT-X-ENDLIST" in (video / p.uri).read_text() for p in live.playlists}
+    assert ended == ({False} if step == "while-encoding" else {True})  # EVENT, then VOD
+    assert "SUBTITLES" not in text
+
+    deadline = time.monotonic() + 30  # the dead run's embedded PostgreSQL stops with it
+    while _pg_running(data) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _pg_running(data), "the killed run left its PostgreSQL running"
+
+    again = process_to(data, media.jfk, env=env)
+    check_published(again)
+    assert _media_hashes(again) == _media_hashes(reference)
+    assert "SUBTITLES" in (again.video_dir / "master.m3u8").read_text()

