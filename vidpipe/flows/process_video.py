@@ -45,8 +45,14 @@ from vidpipe.encoders.publish import (
 from vidpipe.flows import record
 from vidpipe.flows.stages import ANALYSIS, STAGES, StageRunner
 from vidpipe.infra.catalog import Catalog, open_catalog
-from vidpipe.infra.errors import AttemptVanished, ConfigError, UploadRejected, is_retryable
-from vidpipe.infra.ingest import SourceRef
+from vidpipe.infra.errors import (
+    AttemptVanished,
+    ConfigError,
+    InternalError,
+    UploadRejected,
+    is_retryable,
+)
+from vidpipe.infra.ingest import SourceRef, stored_source
 from vidpipe.infra.settings import Settings, load_ladder, load_settings, storage_overrides
 from vidpipe.infra.storage import Storage, open_storage
 from vidpipe.tasks.common import results_here
@@ -82,7 +88,7 @@ def build_settings(
 
 @flow(name="process-video", validate_parameters=False)
 def process_video(
-    source: str,
+    source: str | None = None,
     out: str | None = None,
     ladder: str | None = None,
     config: str | None = None,
@@ -90,15 +96,24 @@ def process_video(
     overrides: dict[str, Any] | None = None,
     force: list[str] | None = None,
     renditions: list[str] | None = None,
+    sha256: str | None = None,
 ) -> ProcessResult:
-    """Process one local file into a published HLS ladder and its analysis.
+    """Process one upload into a published HLS ladder and its analysis.
 
-    ``force`` names stages to re-run even when their cached result is valid;
-    ``renditions`` names rungs to re-encode on their own, reusing every other.
+    ``source`` is a local file to ingest; or, with ``sha256``, the original an
+    upload service stored at ``sources/{sha256}`` (``source`` is then its URI,
+    for the record). ``force`` names stages to re-run even when their cached
+    result is valid; ``renditions`` names rungs to re-encode on their own.
     """
     settings = build_settings(config, out, ladder, overrides)
-    with results_here(settings):
-        src: SourceRef = ingest(source, settings, video_id)
+    _refuse_endless_retries(settings)
+    if sha256:
+        src = stored_source(open_storage(settings), sha256, video_id)
+    else:
+        if not source:
+            raise ConfigError("process-video needs a source file, or the sha256 of a stored one")
+        with results_here(settings):
+            src = ingest(source, settings, video_id)
     _name_run(f"process-{src.video_id}")
     with open_catalog(settings.database_url, settings.data_dir) as catalog:
         record.begin(catalog, src)
@@ -119,6 +134,18 @@ def process_video(
                 raise
             finally:
                 record.stage_runs(catalog, src.video_id, run.timings, run.attempt, run.errors)
+
+
+def _refuse_endless_retries(settings: Settings) -> None:
+    """The supervisor of re-driven runs: after ``max_run_attempts`` crashes, stop trying."""
+    from prefect.runtime import flow_run
+
+    attempts = flow_run.run_count or 1
+    if attempts > settings.pipeline.max_run_attempts:
+        raise InternalError(
+            f"this run was re-driven {attempts - 1} times after crashes; giving up "
+            f"(pipeline.max_run_attempts {settings.pipeline.max_run_attempts})"
+        )
 
 
 class _Run:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from vidpipe.infra.errors import InvalidMedia
+from vidpipe.infra.errors import ConfigError, InvalidMedia, PermanentError
 from vidpipe.infra.outputs import sha256_file
 from vidpipe.infra.storage import Storage
 
@@ -56,3 +56,17 @@ def ingest_file(path: Path, storage: Storage, video_id: str | None = None) -> So
         size_bytes=size,
         local_path=str(path.resolve()),
     )
+
+
+def stored_source(storage: Storage, sha256: str, video_id: str | None = None) -> SourceRef:
+    """The original an upload service already stored at ``sources/{sha256}``."""
+    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise ConfigError(f"{sha256!r} is not a sha256 (64 lowercase hex digits)")
+    key = f"sources/{sha256}"
+    size = storage.size(key)
+    if size is None:
+        raise PermanentError(
+            f"no original at {storage.url(key)}: the upload was not stored where this "
+            "worker looks (check storage settings), or it was removed"
+        )
+    return SourceRef(video_id or video_id_for(sha256), sha256, key, size)

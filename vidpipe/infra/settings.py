@@ -364,6 +364,16 @@ class PipelineSettings(_Section):
     live_poll_seconds: float = runtime(
         0.25, gt=0, le=10, description="How often new segments are looked for while encoding."
     )
+    max_run_attempts: int = runtime(
+        4, ge=1, le=100, description="Runs of one flow run (crashes re-driven) before giving up."
+    )
+    stage_deployments: tuple[str, ...] = runtime(
+        (), description="Stages run as their own deployment (the GPU pool) when process-video "
+        "runs as a deployment; empty runs every stage in the parent's process.",
+    )
+    stage_deployment: str = runtime(
+        "run-stage/gpu", description="The deployment that runs one stage (configs/service.yaml)."
+    )
 
 
 class Settings(BaseSettings):
