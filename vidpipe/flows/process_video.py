@@ -18,7 +18,8 @@ nothing; a run killed anywhere leaves a master that plays what it points at.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,6 @@ from typing import Any
 from uuid import UUID
 
 from prefect import flow, get_run_logger
-from prefect.futures import PrefectFuture, as_completed
 
 from vidpipe.encoders.captions import Captions
 from vidpipe.encoders.encode import LadderResult, merge_rungs
@@ -43,7 +43,7 @@ from vidpipe.encoders.publish import (
     withdraw_live,
 )
 from vidpipe.flows import record
-from vidpipe.flows.stages import ANALYSIS, STAGES, StageRunner
+from vidpipe.flows.stages import ANALYSIS, STAGES, StageRunner, stage_args
 from vidpipe.infra.catalog import Catalog, open_catalog
 from vidpipe.infra.errors import (
     AttemptVanished,
@@ -219,14 +219,14 @@ class _Run:
         src, settings = self.src, self.settings
         if refresh:
             return self.runner.run("ladder", src, info, plan, settings, live, refresh=True)
-        future = self.runner.submit("ladder", src, info, plan, settings, live)
+        future = self.runner.start("ladder", src, info, plan, settings, live)
         playable = False
-        while not _wait(future, _PLAYABLE_POLL_SECONDS):
+        while not _done(future, _PLAYABLE_POLL_SECONDS):
             master = f"videos/{src.video_id}/master.m3u8"
             if live and not playable and self.storage.exists(master):
                 record.playable(self.catalog, src.video_id)
                 playable = True
-        result: LadderResult = self.runner.collect("ladder", future)
+        result: LadderResult = future.result()
         return result
 
     @contextmanager
@@ -262,28 +262,21 @@ class _Run:
         they are done; every other result updates the manifest and the catalog.
         """
         s = self.settings
-        inputs: dict[str, Callable[[], tuple[Any, ...]]] = {
-            "captions": lambda: (self.src, ladder, s, STAGES["captions"].out(s)),
-            "embeddings": lambda: (
-                self.src, getattr(self.results.get("captions"), "transcript", None),
-                _labels(self.results.get("detections")), s, STAGES["embeddings"].out(s),
-            ),
-        }  # fmt: skip
         wanted = [n for n in ANALYSIS if STAGES[n].enabled(s) and self._has_input(n, ladder)]
         if STAGES["embeddings"].enabled(s) and ("captions" in wanted or "detections" in wanted):
             wanted.append("embeddings")
         pending = list(wanted)
-        running: dict[PrefectFuture[Any], str] = {}
+        running: dict[Future[Any], str] = {}
         while pending or running:
             for name in [n for n in pending if self._ready(n, pending, running)]:
                 if len(running) >= s.pipeline.max_parallel_stages:
                     break
-                args = inputs[name]() if name in inputs else (
-                    self.src, ladder.frames_index, s, STAGES[name].out(s))  # fmt: skip
-                running[self.runner.submit(name, *args)] = name
+                done = {"ladder": ladder, **self.results}
+                running[self.runner.start(name, *stage_args(name, self.src, s, done))] = name
                 pending.remove(name)
-            done = next(as_completed(list(running)))
-            self._finished(running.pop(done), done, ladder)
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in finished:
+                self._finished(running.pop(future), future, ladder)
 
     def _has_input(self, name: str, ladder: LadderResult) -> bool:
         return bool(ladder.asr_audio) if name == "captions" else bool(ladder.frames_index)
@@ -292,9 +285,9 @@ class _Run:
         busy = set(pending) | set(running.values())
         return not any(up in busy for up in STAGES[name].reads)
 
-    def _finished(self, name: str, future: PrefectFuture[Any], ladder: LadderResult) -> None:
+    def _finished(self, name: str, future: Future[Any], ladder: LadderResult) -> None:
         try:
-            result = self.runner.collect(name, future)
+            result = future.result()
         except Exception as exc:
             self.errors[name] = str(exc).splitlines()[0][:2000] if str(exc) else repr(exc)
             self._first_error = self._first_error or exc
@@ -330,13 +323,8 @@ def _name_run(name: str) -> None:
         pass
 
 
-def _wait(future: PrefectFuture[Any], seconds: float) -> bool:
-    future.wait(timeout=seconds)
-    return future.state.is_final()
-
-
-def _labels(report: Any) -> tuple[Any, ...]:
-    return tuple(report.result.labels) if report is not None else ()
+def _done(future: Future[Any], seconds: float) -> bool:
+    return not wait([future], timeout=seconds).not_done
 
 
 def _only(plan: LadderPlan, names: list[str]) -> LadderPlan:

@@ -14,24 +14,25 @@ are not options: changing them re-runs nothing.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import json
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from prefect import Task
 from prefect.cache_policies import CacheKeyFnPolicy
-from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import State
 from prefect.context import TaskRunContext
-from prefect.futures import PrefectFuture
 from pydantic import BaseModel
 
 from vidpipe.flows import record
+from vidpipe.infra.errors import TransientError
 from vidpipe.infra.ingest import SourceRef
 from vidpipe.infra.settings import Settings, load_ladder, options_hash, output_options
 from vidpipe.infra.storage import open_storage
@@ -80,6 +81,10 @@ class Stage:
 _NOT_INPUTS = frozenset({"source", "settings", "write_master"})
 
 
+class StageChildFailed(TransientError):
+    """The child run of a stage on the GPU pool did not complete; the parent retries it."""
+
+
 def identity(value: Any) -> Any:
     """A stable JSON form of a task input: dataclasses by their fields, the rest as text."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -116,6 +121,39 @@ STAGES: Mapping[str, Stage] = {
 ANALYSIS = ("captions", "detections", "safety", "deepfake", "fingerprint")
 
 
+def stage_args(
+    name: str, src: SourceRef, settings: Settings, done: Mapping[str, Any], live: bool = False
+) -> tuple[Any, ...]:
+    """The task arguments of stage ``name``, given the results of the stages it reads."""
+    from vidpipe.encoders.ladder import plan_ladder
+
+    out = STAGES[name].out(settings)
+    if name == "probe":
+        return (src, settings)
+    if name == "ladder":
+        info = done["probe"]
+        plan = plan_ladder(info, load_ladder(settings.encode.ladder), settings.encode.fps_cap)
+        return (src, info, plan, settings, live)
+    if name == "captions":
+        return (src, done["ladder"], settings, out)
+    if name == "embeddings":
+        captions, detections = done.get("captions"), done.get("detections")
+        transcript = captions.transcript if captions is not None else None
+        labels = tuple(detections.result.labels) if detections is not None else ()
+        return (src, transcript, labels, settings, out)
+    return (src, done["ladder"].frames_index, settings, out)
+
+
+def upstream(stage: str) -> list[str]:
+    """Every stage ``stage`` reads, directly or through another, in running order."""
+    seen: list[str] = []
+    for up in STAGES[stage].reads:
+        for name in [*upstream(up), up]:
+            if name not in seen:
+                seen.append(name)
+    return seen
+
+
 def downstream(stage: str) -> set[str]:
     """Every stage that reads ``stage``, directly or through another."""
     out: set[str] = set()
@@ -146,13 +184,57 @@ class Timing:
 
 
 class StageRunner:
-    """Runs registry stages for one video: bound caches, forced refreshes, timings."""
+    """Runs registry stages for one video: bound caches, forced refreshes, timings.
+
+    A stage named in ``pipeline.stage_deployments`` runs, when this flow runs as a
+    deployment, as a child run of the stage deployment on the GPU pool
+    (``run_deployment(as_subflow=True)`` with an idempotency key, so a restarted
+    parent reattaches to the same child); its result then comes back here
+    through the shared cache.
+    """
 
     def __init__(self, settings: Settings, force: frozenset[str] = frozenset()) -> None:
         self.settings = settings
         self.force = force
         self.timings: dict[str, Timing] = {}
         self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=settings.pipeline.max_parallel_stages + 1)
+
+    def start(self, name: str, *args: Any) -> Future[Any]:
+        """Run stage ``name`` on a thread of this flow run (here, or on the GPU pool)."""
+        context = contextvars.copy_context()
+        return self._pool.submit(context.run, self.run_anywhere, name, *args)
+
+    def run_anywhere(self, name: str, *args: Any) -> Any:
+        if self._remote(name):
+            self._run_child(name, args[0])
+        return self.run(name, *args)
+
+    def _remote(self, name: str) -> bool:
+        from prefect.runtime import deployment
+
+        return name in self.settings.pipeline.stage_deployments and deployment.id is not None
+
+    def _run_child(self, name: str, src: SourceRef) -> None:
+        from prefect.deployments import run_deployment
+
+        stage = STAGES[name]
+        key = f"{name}:{src.sha256}:{stage.version}:{stage.options_hash(self.settings)}"
+        child = run_deployment(
+            self.settings.pipeline.stage_deployment,
+            parameters={
+                "stage": name, "sha256": src.sha256, "video_id": src.video_id,
+                "overrides": json.loads(self.settings.model_dump_json()),
+                "force": name in self.force,
+            },
+            idempotency_key=key, as_subflow=True, flow_run_name=f"{name}-{src.video_id}",
+        )  # fmt: skip
+        state = child.state  # type: ignore[union-attr]
+        if state is None or not state.is_completed():
+            raise StageChildFailed(
+                f"stage {name} on {self.settings.pipeline.stage_deployment} ended "
+                f"{state.name if state else 'without a state'}: {state.message if state else ''}"
+            )
 
     def _bound(self, stage: Stage, refresh: bool) -> Task[..., Any]:
         task = bind(stage.task, self.settings, stage.cache_policy(self.settings))
@@ -177,21 +259,6 @@ class StageRunner:
         self._record(replace(STAGES[like], name=name), state, started, time.monotonic() - wall0)
         return state.result()
 
-    def submit(self, name: str, *args: Any) -> PrefectFuture[Any]:
-        """Start stage ``name`` on the flow's task runner."""
-        stage = STAGES[name]
-        with results_here(self.settings):
-            return self._bound(stage, False).submit(*args)
-
-    def collect(self, name: str, future: PrefectFuture[Any]) -> Any:
-        """Wait for a submitted stage, record its cost, return its result (or raise)."""
-        future.wait()
-        run = _task_run(future)
-        started = run.start_time if run is not None and run.start_time else datetime.now(UTC)
-        wall = run.total_run_time.total_seconds() if run is not None and run.total_run_time else 0.0
-        self._record(STAGES[name], future.state, started, wall, str(future.task_run_id))
-        return future.result()
-
     def _record(
         self, stage: Stage, state: State[Any], started: datetime, wall: float,
         task_run_id: str | None = None,
@@ -208,11 +275,3 @@ class StageRunner:
         )  # fmt: skip
         with self._lock:
             self.timings[stage.name] = timing
-
-
-def _task_run(future: PrefectFuture[Any]) -> Any:
-    try:
-        with get_client(sync_client=True) as client:
-            return client.read_task_run(future.task_run_id)
-    except Exception:  # timings are advice; never fail a video over them
-        return None

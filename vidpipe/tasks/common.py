@@ -14,8 +14,6 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from prefect import Task, task
@@ -27,7 +25,6 @@ from prefect.transactions import IsolationLevel
 
 from vidpipe.infra.errors import is_retryable
 from vidpipe.infra.settings import Settings
-from vidpipe.tasks.locking import FlockLockManager
 
 RETRY_DELAYS_SECONDS: list[float] = [2, 10, 30]
 P = ParamSpec("P")
@@ -99,21 +96,19 @@ def cost_of(task_run_id: str) -> Cost | None:
 
 
 def bind(task: Task[Any, Any], settings: Settings, policy: CachePolicy) -> Task[Any, Any]:
-    """``task`` with ``policy``, its keys and locks kept under this data dir."""
-    state = settings.state_dir.resolve()
-    return task.with_options(
+    """``task`` with ``policy``; its results, keys and locks where every worker finds them."""
+    from vidpipe.tasks.results import lock_manager, result_storage, shared
+
+    bound = task.with_options(
         cache_policy=policy.configure(
-            key_storage=state / "cache",
-            lock_manager=_lock_manager(state / "locks"),
+            key_storage=result_storage(settings, "cache"),
+            lock_manager=lock_manager(settings),
             isolation_level=IsolationLevel.SERIALIZABLE,
         )
     )
-
-
-@cache
-def _lock_manager(directory: Path) -> FlockLockManager:
-    # One per directory and process: locks are held by open files in this object.
-    return FlockLockManager(directory)
+    if shared(settings):
+        bound = bound.with_options(result_storage=result_storage(settings, "results"))
+    return bound
 
 
 def results_here(settings: Settings) -> AbstractContextManager[Any]:
