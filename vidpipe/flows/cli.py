@@ -451,6 +451,50 @@ def config(
 app.command()(serve)  # vidpipe serve: the upload service (vidpipe/flows/serve.py)
 
 
+@app.command()
+def up(
+    port: Annotated[int, typer.Option(help="Prefect API and UI port.")] = 4200,
+    upload_port: Annotated[int, typer.Option(help="Upload service (tus) port.")] = 8080,
+    config_file: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Run the whole service here: Prefect server and UI on the embedded PostgreSQL, a CPU and
+    a GPU work pool with a worker each, deployments and triggers, the upload service."""
+    from vidpipe.flows.up import run_until_stopped, service
+
+    try:
+        settings = _settings(config_file, data_dir)
+        with service(settings, port=port, upload_port=upload_port, config=config_file) as svc:
+            out.print(f"[green]vidpipe is up[/green]  UI {svc.ui_url}  uploads {svc.upload_url}")
+            out.print(f"PREFECT_API_URL={svc.api_url}   (Ctrl-C stops everything)")
+            run_until_stopped()
+    except PermanentError as exc:
+        raise _bad_input(exc) from None
+    out.print("vidpipe is down")
+
+
+@app.command()
+def deploy(
+    service_file: Annotated[
+        Path | None, typer.Option("--service", help="Service YAML (default configs/service.yaml).")
+    ] = None,
+) -> None:
+    """Apply the work pools, limits, deployments, triggers and automations of the service
+    to the Prefect API at PREFECT_API_URL (a self-hosted server, or Prefect Cloud)."""
+    from prefect.settings import get_current_settings
+
+    from vidpipe.flows.service import apply_service, load_service
+
+    if not get_current_settings().api.url:
+        say_error("PREFECT_API_URL is not set; point it at the Prefect API to deploy to")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    try:
+        for line in apply_service(load_service(service_file)):
+            out.print(plain(line))
+    except PermanentError as exc:
+        raise _bad_input(exc) from None
+
+
 def main() -> None:
     app()
 
