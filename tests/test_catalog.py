@@ -49,7 +49,7 @@ from vidpipe.infra.catalog import (
 )
 from vidpipe.infra.catalog import connection as cat_connection
 from vidpipe.infra.catalog import sql as cat_sql
-from vidpipe.infra.catalog import store as cat_store
+from vidpipe.infra.catalog import videos as cat_videos
 from vidpipe.infra.errors import PermanentError, TransientError
 from vidpipe.infra.outputs import Report, StoredFile
 
@@ -494,7 +494,7 @@ def test_publish_flips_atomically(backend: Backend, monkeypatch: pytest.MonkeyPa
     def crash(*args: object) -> None:
         raise RuntimeError("worker killed mid-publish")
 
-    monkeypatch.setattr(cat_store, "_write_assets", crash)  # after the renditions were written
+    monkeypatch.setattr(cat_videos, "_write_assets", crash)  # after the renditions were written
     with pytest.raises(RuntimeError, match="mid-publish"):
         catalog.publish(video_id, "A2", [rendition("avc_720p30_3000k", "A2")], [])
     monkeypatch.undo()

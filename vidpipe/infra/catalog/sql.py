@@ -16,6 +16,7 @@ from psycopg import sql
 from vidpipe.infra.catalog.errors import CatalogDataError
 from vidpipe.infra.catalog.records import (
     EMBEDDING_DIM,
+    VIDEO_STATUSES,
     DetectionSummary,
     RenditionRow,
     StageRun,
@@ -29,6 +30,7 @@ VIDEO_COLS = (
     "id, source_sha256, size_bytes, source_key, kind, duration_seconds, probe, status, error, "
     "published_attempt, created_at, updated_at"
 )
+VIDEO_BY_ID = f"SELECT {VIDEO_COLS} FROM videos WHERE id = %s"
 
 
 def upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> sql.Composed:
@@ -72,6 +74,7 @@ UPSERT_SAFETY = upsert(
 UPSERT_FINGERPRINT = upsert("fingerprints", ("video_id", "hashes", "frame_times"), ("video_id",))
 STAGE_COLS = tuple(StageRun.__dataclass_fields__)
 STAGE_KEY = ("video_id", "stage", "stage_version", "options_hash")
+STAGE_RUNS_OF = f"SELECT {', '.join(STAGE_COLS)} FROM stage_runs WHERE video_id = %s"
 # A cache hit re-recorded later must not overwrite the timings of the run that did the work.
 UPSERT_STAGE = upsert("stage_runs", STAGE_COLS, STAGE_KEY) + sql.SQL(
     " AND NOT (stage_runs.status = 'succeeded' AND NOT stage_runs.cached AND EXCLUDED.cached)"
@@ -128,6 +131,12 @@ def check_video_id(video_id: str) -> str:
     return video_id
 
 
+def check_status(status: str) -> str:
+    if status not in VIDEO_STATUSES:
+        raise CatalogDataError(f"unknown video status {status!r}; one of {VIDEO_STATUSES}")
+    return status
+
+
 def check_embedding(vector: Sequence[float]) -> list[float]:
     values = [float(x) for x in vector]
     if len(values) != EMBEDDING_DIM:
@@ -141,6 +150,11 @@ def signed64(h: int) -> int:
     if not -(1 << 63) <= h < (1 << 64):
         raise CatalogDataError(f"frame hash {h} does not fit in 64 bits")
     return h - (1 << 64) if h >= (1 << 63) else h
+
+
+def unsigned64(h: int) -> int:
+    """A hash as stored (``signed64``) back as ``encoders.fingerprint`` computes it."""
+    return h + (1 << 64) if h < 0 else h
 
 
 def video_row(row: Mapping[str, Any]) -> Video:

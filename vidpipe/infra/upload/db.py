@@ -9,6 +9,8 @@ janitor). Statements are fixed text with bound parameters.
 from __future__ import annotations
 
 import asyncio
+import re
+import secrets
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -27,6 +29,9 @@ Status = Literal["uploading", "completed", "failed", "expired"]
 CONNECT_TIMEOUT_SECONDS = 10
 # Unfinished uploads expire, and so do partial uploads no final one has used in time.
 _EXPIRABLE = "(status = 'uploading' OR (status = 'completed' AND concat = 'partial'))"
+
+# An upload's id: 32 lower-case hex digits, as the table's CHECK has it.
+UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 
 _COLS = (
     "id, length, offset_hint, metadata_raw, metadata, concat, partials, part_size, "
@@ -64,6 +69,10 @@ class Upload:
             self.status == "completed" and self.concat == "partial"
         )
         return expirable and self.expires_at <= (now or datetime.now(UTC))
+
+
+def new_upload_id() -> str:
+    return secrets.token_hex(16)
 
 
 def _upload(row: Mapping[str, Any]) -> Upload:
@@ -107,8 +116,7 @@ class UploadDB:
             finally:
                 if conn is not None:
                     healthy = (
-                        not conn.closed
-                        and conn.info.transaction_status == TransactionStatus.IDLE
+                        not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE
                     )
                     if healthy:
                         self._idle.append(conn)
@@ -213,8 +221,7 @@ class UploadDB:
     async def expired(self, upload_id: str) -> None:
         async with self._conn() as conn:
             await conn.execute(
-                "UPDATE vidpipe.uploads SET status = 'expired' WHERE id = %s AND "
-                f"{_EXPIRABLE}",
+                f"UPDATE vidpipe.uploads SET status = 'expired' WHERE id = %s AND {_EXPIRABLE}",
                 (upload_id,),
             )
 

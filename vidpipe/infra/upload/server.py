@@ -21,13 +21,16 @@ from anyio import to_thread
 from vidpipe.infra.errors import ConfigError
 from vidpipe.infra.settings import Settings
 from vidpipe.infra.storage import S3Storage, open_storage
+from vidpipe.infra.upload.app import build_app
 from vidpipe.infra.upload.complete import Completer, OnComplete
 from vidpipe.infra.upload.db import UploadDB
 from vidpipe.infra.upload.errors import Unavailable
+from vidpipe.infra.upload.handlers import Service, UploadConfig, make_hook
 from vidpipe.infra.upload.janitor import Janitor
+from vidpipe.infra.upload.local_store import LocalUploadStore
 from vidpipe.infra.upload.locks import UploadLocks
-from vidpipe.infra.upload.protocol import Service, UploadConfig, build_app, make_hook
-from vidpipe.infra.upload.stores import LocalUploadStore, S3UploadStore, UploadStore
+from vidpipe.infra.upload.s3_store import S3UploadStore
+from vidpipe.infra.upload.stores import UploadStore
 
 MIB = 1024 * 1024
 
