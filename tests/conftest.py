@@ -307,6 +307,16 @@ def process_to(
     return Published(data_dir, latest.name)
 
 
+def media_hashes(pub: Published) -> dict[str, str]:
+    """What a viewer gets, by role rather than by attempt: rendition files and captions."""
+    out = {}
+    for f in pub.manifest["files"]:
+        parts = f["key"].split("/")
+        if "hls" in parts or parts[0] == "captions":
+            out["/".join(parts[parts.index("hls") :] if "hls" in parts else parts)] = f["sha256"]
+    return out
+
+
 @pytest.fixture(scope="session")
 def published_bunny(tmp_path_factory: pytest.TempPathFactory) -> Published:
     """The committed Big Buck Bunny sample, processed once per session with defaults."""

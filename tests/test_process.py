@@ -14,7 +14,15 @@ import m3u8
 import pytest
 from PIL import Image
 
-from tests.conftest import BUNNY, MEDIA_ONLY, Media, Published, process_to, run_cli
+from tests.conftest import (
+    BUNNY,
+    MEDIA_ONLY,
+    Media,
+    Published,
+    media_hashes,
+    process_to,
+    run_cli,
+)
 from vidpipe.encoders import hls
 from vidpipe.encoders.thumbnails import score_frame
 
@@ -349,16 +357,6 @@ def test_killed_run_leaves_published_video_intact(media: Media, data_dir: Path) 
     check_published(again)
 
 
-def _media_hashes(pub: Published) -> dict[str, str]:
-    """What a viewer gets, by role rather than by attempt: rendition files and captions."""
-    out = {}
-    for f in pub.manifest["files"]:
-        parts = f["key"].split("/")
-        if "hls" in parts or parts[0] == "captions":
-            out["/".join(parts[parts.index("hls") :] if "hls" in parts else parts)] = f["sha256"]
-    return out
-
-
 def _pg_running(data_dir: Path) -> bool:
     import psutil
 
@@ -424,5 +422,5 @@ def test_killed_at_each_publish_step(media: Media, tmp_path: Path, step: str) ->
 
     again = process_to(data, media.jfk, env=env)
     check_published(again)
-    assert _media_hashes(again) == _media_hashes(reference)
+    assert media_hashes(again) == media_hashes(reference)
     assert "SUBTITLES" in (again.video_dir / "master.m3u8").read_text()

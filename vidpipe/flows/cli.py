@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from vidpipe.flows.serve import serve
-from vidpipe.infra.errors import InternalError, PermanentError
+from vidpipe.infra.errors import InternalError, PermanentError, one_line
 from vidpipe.infra.runtime import apply_defaults
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -43,11 +43,17 @@ def plain(value: object) -> Text:
 
 
 def say_error(exc: BaseException | str, prefix: str = "error") -> None:
-    """One line on stderr: ``error: what is wrong and what to do``."""
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    console.print(
-        Text(f"{prefix}: ", style="red") + plain(message), highlight=False, soft_wrap=True
-    )
+    """One line on stderr: ``error: what is wrong and what to do``.
+
+    An exception is said as :func:`one_line` says it, the line its flow run's
+    state carries in the Prefect UI.
+    """
+    if isinstance(exc, BaseException):
+        line = one_line(exc)
+    else:
+        line = f"{prefix}: {exc.strip().splitlines()[0] if exc.strip() else prefix}"
+    head, _, rest = line.partition(": ")
+    console.print(Text(f"{head}: ", style="red") + plain(rest), highlight=False, soft_wrap=True)
 
 
 def _human_bytes(n: float) -> str:
@@ -129,6 +135,17 @@ def process(
         str | None, typer.Option(help="Use this id instead of one derived from the content hash.")
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Prefect's logs.")] = False,
+    submit: Annotated[
+        bool,
+        typer.Option(
+            help="Hand FILE to the service at PREFECT_API_URL (vidpipe up) and print the run's "
+            "link, instead of processing it here."
+        ),
+    ] = False,
+    wait: Annotated[
+        float | None,
+        typer.Option(help="With --submit: wait up to this many seconds for the run to end."),
+    ] = None,
 ) -> None:
     """Transcode FILE into an HLS ladder with thumbnails and a manifest, and publish it."""
     _quiet_prefect(verbose)
@@ -139,6 +156,9 @@ def process(
         if v is not None
     }
     overrides: dict[str, Any] = {"encode": encode} if encode else {}
+    if submit:
+        _submit(file, config, out_, ladder, overrides, data_dir, video_id, wait)
+        return
     if data_dir is not None:
         overrides["data_dir"] = str(data_dir)
     try:
@@ -176,13 +196,13 @@ def process(
             finally:
                 unsubscribe()
     except InternalError as exc:
-        say_error(exc, "internal error")
+        say_error(exc)
         raise typer.Exit(EXIT_INTERNAL) from None
     except PermanentError as exc:
         say_error(exc)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except Exception as exc:
-        say_error(f"{type(exc).__name__}: {exc}", "internal error")
+        say_error(exc)
         console.print("re-run with --verbose for Prefect's logs; the run is in the Prefect UI")
         raise typer.Exit(EXIT_INTERNAL) from None
 
@@ -195,6 +215,41 @@ def process(
     if result.ladder.poster:
         base = result.published.master_url.rsplit("/", 1)[0]
         out.print(f"poster: {base}/{result.ladder.poster}")
+
+
+def _submit(
+    file: Path,
+    config: Path | None,
+    out_: str | None,
+    ladder: str | None,
+    overrides: dict[str, Any],
+    data_dir: Path | None,
+    video_id: str | None,
+    wait: float | None,
+) -> None:
+    """``process --submit``: the original to storage, a run of the service for it."""
+    from vidpipe.flows import submit
+    from vidpipe.flows.process_video import build_settings
+    from vidpipe.infra.settings import deep_merge, read_yaml
+
+    try:
+        submit.require_api()
+        # The config file is read here and travels as overrides: workers do not see this disk.
+        carried = deep_merge(read_yaml(config), overrides) if config else overrides
+        local = dict(carried, **({"data_dir": str(data_dir)} if data_dir else {}))
+        settings = build_settings(None, out_, ladder, local)
+        params = {"out": out_, "ladder": ladder, "overrides": carried or None, "video_id": video_id}
+        run = submit.submit_file(file, settings, {k: v for k, v in params.items() if v})
+        out.print(f"submitted {run.video_id}: flow run {run.flow_run_name}")
+        out.print(f"run: {run.url}")
+        if wait is None:
+            return
+        state, message = submit.wait(run, wait)
+    except PermanentError as exc:
+        raise _bad_input(exc) from None
+    out.print(f"{run.flow_run_name}: {state}" + (f"  {message}" if message else ""))
+    if state != "Completed":
+        raise typer.Exit(EXIT_BAD_INPUT if message.startswith("error:") else EXIT_INTERNAL)
 
 
 def _settings(config_file: Path | None, data_dir: Path | None) -> Any:
@@ -211,7 +266,7 @@ def _catalog(settings: Any) -> Any:
 
 def _bad_input(exc: PermanentError) -> typer.Exit:
     if isinstance(exc, InternalError):
-        say_error(exc, "internal error")
+        say_error(exc)
         return typer.Exit(EXIT_INTERNAL)
     say_error(exc)
     return typer.Exit(EXIT_BAD_INPUT)
@@ -380,6 +435,13 @@ def reprocess(
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the plan; change nothing.")] = False,
     concurrency: Annotated[int, typer.Option(min=1, max=32, help="Videos at a time.")] = 1,
+    submit: Annotated[
+        bool,
+        typer.Option(
+            help="Queue the runs on the service at PREFECT_API_URL (its process-video "
+            "concurrency limit bounds them) instead of running them here."
+        ),
+    ] = False,
     config_file: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -408,6 +470,18 @@ def reprocess(
     out.print(table)
     if dry_run:
         out.print(f"dry run: {sum(p.runs for p in plans)} of {len(plans)} videos would run")
+        return
+    if submit:
+        from vidpipe.infra.settings import read_yaml
+
+        try:
+            carried = read_yaml(config_file) if config_file else None
+            submitted = reprocessing.submit_all(plans, settings, carried)
+        except PermanentError as exc:
+            raise _bad_input(exc) from None
+        for r in submitted:
+            out.print(f"{r.video_id}: {plain(r.detail)}")
+        out.print(f"{len(submitted)} runs submitted")
         return
     with Progress(
         TextColumn("[bold]reprocess"),
@@ -455,6 +529,9 @@ app.command()(serve)  # vidpipe serve: the upload service (vidpipe/flows/serve.p
 def up(
     port: Annotated[int, typer.Option(help="Prefect API and UI port.")] = 4200,
     upload_port: Annotated[int, typer.Option(help="Upload service (tus) port.")] = 8080,
+    service_file: Annotated[
+        Path | None, typer.Option("--service", help="Service YAML (default configs/service.yaml).")
+    ] = None,
     config_file: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -464,7 +541,10 @@ def up(
 
     try:
         settings = _settings(config_file, data_dir)
-        with service(settings, port=port, upload_port=upload_port, config=config_file) as svc:
+        with service(
+            settings, port=port, upload_port=upload_port, config=config_file,
+            service_file=service_file,
+        ) as svc:  # fmt: skip
             out.print(f"[green]vidpipe is up[/green]  UI {svc.ui_url}  uploads {svc.upload_url}")
             out.print(f"PREFECT_API_URL={svc.api_url}   (Ctrl-C stops everything)")
             run_until_stopped()

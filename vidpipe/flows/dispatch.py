@@ -23,7 +23,9 @@ def upload_key(sha256: str) -> str:
     return f"upload:{sha256}"
 
 
-@flow(name="dispatch-upload", flow_run_name="dispatch-{sha256}")
+# persist_result=False: a flow's return value is for its caller here; what other hosts need
+# (stage results) goes to the shared result storage, never to this host's ~/.prefect.
+@flow(name="dispatch-upload", flow_run_name="dispatch-{sha256}", persist_result=False)
 def dispatch_upload(source_uri: str, sha256: str) -> str:
     """Start (or find) the process-video run of this upload; returns its flow run id."""
     run: FlowRun = run_deployment(  # type: ignore[assignment]  # sync in a sync flow

@@ -27,6 +27,7 @@ from typing import Any
 from uuid import UUID
 
 from prefect import flow, get_run_logger
+from prefect.states import Failed
 
 from vidpipe.encoders.captions import Captions
 from vidpipe.encoders.encode import LadderResult, merge_rungs
@@ -42,15 +43,15 @@ from vidpipe.encoders.publish import (
     update_manifest,
     withdraw_live,
 )
-from vidpipe.flows import record
-from vidpipe.flows.stages import ANALYSIS, STAGES, StageRunner, stage_args
+from vidpipe.flows import record, report
+from vidpipe.flows.stages import ANALYSIS, STAGES, StageRunner, refuse_endless_retries, stage_args
 from vidpipe.infra.catalog import Catalog, open_catalog
 from vidpipe.infra.errors import (
     AttemptVanished,
     ConfigError,
-    InternalError,
     UploadRejected,
     is_retryable,
+    one_line,
 )
 from vidpipe.infra.ingest import SourceRef, stored_source
 from vidpipe.infra.settings import Settings, load_ladder, load_settings, storage_overrides
@@ -86,7 +87,7 @@ def build_settings(
     return load_settings(Path(config) if config else None, **merged)
 
 
-@flow(name="process-video", validate_parameters=False)
+@flow(name="process-video", validate_parameters=False, persist_result=False)
 def process_video(
     source: str | None = None,
     out: str | None = None,
@@ -104,9 +105,30 @@ def process_video(
     upload service stored at ``sources/{sha256}`` (``source`` is then its URI,
     for the record). ``force`` names stages to re-run even when their cached
     result is valid; ``renditions`` names rungs to re-encode on their own.
+
+    A failed run's state says why in the line the CLI prints (``error: …``
+    for a fault of the upload or configuration, ``internal error: …``).
     """
+    try:
+        return _process(source, out, ladder, config, video_id, overrides, force, renditions,
+                        sha256)  # fmt: skip
+    except Exception as exc:
+        return Failed(message=one_line(exc), data=exc)  # type: ignore[return-value]
+
+
+def _process(
+    source: str | None,
+    out: str | None,
+    ladder: str | None,
+    config: str | None,
+    video_id: str | None,
+    overrides: dict[str, Any] | None,
+    force: list[str] | None,
+    renditions: list[str] | None,
+    sha256: str | None,
+) -> ProcessResult:
     settings = build_settings(config, out, ladder, overrides)
-    _refuse_endless_retries(settings)
+    refuse_endless_retries(settings)
     if sha256:
         src = stored_source(open_storage(settings), sha256, video_id)
     else:
@@ -134,18 +156,6 @@ def process_video(
                 raise
             finally:
                 record.stage_runs(catalog, src.video_id, run.timings, run.attempt, run.errors)
-
-
-def _refuse_endless_retries(settings: Settings) -> None:
-    """The supervisor of re-driven runs: after ``max_run_attempts`` crashes, stop trying."""
-    from prefect.runtime import flow_run
-
-    attempts = flow_run.run_count or 1
-    if attempts > settings.pipeline.max_run_attempts:
-        raise InternalError(
-            f"this run was re-driven {attempts - 1} times after crashes; giving up "
-            f"(pipeline.max_run_attempts {settings.pipeline.max_run_attempts})"
-        )
 
 
 class _Run:
@@ -183,7 +193,7 @@ class _Run:
         rungs = _only(plan, renditions) if renditions else None  # a typo fails before encoding
         published = None
         live = settings.pipeline.progressive and not manifest_exists(self.storage, src.video_id)
-        with self._withdraw_on_permanent_failure(live):
+        with self._withdraw_on_permanent_failure(live), report.transcode_progress(src.video_id):
             for fresh in (False, True):
                 ladder = self._ladder(info, plan, live, refresh=fresh)
                 if rungs is not None:
@@ -202,8 +212,16 @@ class _Run:
         self.attempt = ladder.attempt
         record.published(self.catalog, src.video_id, ladder)
         self.log.info("published %s attempt %s", src.video_id, ladder.attempt)
+        base = published.master_url.rsplit("/", 1)[0]
+        report.publish_links(src.video_id, published.master_url,
+                             f"{base}/{ladder.poster}" if ladder.poster else None)  # fmt: skip
         self._analyse(ladder)
         update_manifest(self.storage, self._manifest(ladder))
+        report.publish_report(
+            src.video_id, ladder, published.master_url,
+            {n: t.to_dict() for n, t in self.timings.items()}, self.results,
+            self.extra.get("fingerprint", {}).get("near_duplicates", []), self.errors,
+        )  # fmt: skip
         if self.errors:
             first = next(iter(self.errors.values()))
             raise self._first_error or RuntimeError(first)

@@ -15,6 +15,7 @@ Prefect says about the runs:
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -33,7 +34,7 @@ STUCK = ("processing", "playable")
 
 @dataclass
 class Reconciled:
-    redriven: list[str] = field(default_factory=list)  # video ids
+    redriven: dict[str, str] = field(default_factory=dict)  # video id -> the run started
     removed: list[str] = field(default_factory=list)  # videos/{id}/{attempt}
 
 
@@ -61,18 +62,19 @@ def orphans(storage: Storage, video_id: str, older_than: datetime) -> dict[str, 
     return found
 
 
-def _redrive(video: Video, settings: Settings) -> None:
+def _redrive(video: Video, settings: Settings) -> str:
+    """Start process-video for ``video`` again; returns the run (a flow run id, or "here")."""
     from prefect.deployments import run_deployment
     from prefect.runtime import deployment
 
-    if not video.source_key:
-        return
     sha = video.source_sha256
     if deployment.id is not None:  # the service: a fresh process-video run on the pool
         key = f"reconcile:{video.id}:{video.updated_at.isoformat()}"
         params = {"source": video.source_key, "sha256": sha, "video_id": video.id}
-        run_deployment("process-video/vidpipe", parameters=params, idempotency_key=key,
-                       timeout=0, as_subflow=False)  # fmt: skip
+        run = run_deployment("process-video/vidpipe", parameters=params, idempotency_key=key,
+                             flow_run_name=f"process-{video.id}", timeout=0,
+                             as_subflow=False)  # fmt: skip
+        return str(run.id)  # type: ignore[union-attr]
     else:  # run here, as `vidpipe process` would
         from vidpipe.flows.process_video import process_video
 
@@ -80,9 +82,10 @@ def _redrive(video: Video, settings: Settings) -> None:
             video.source_key, sha256=sha, video_id=video.id,
             overrides={"data_dir": str(settings.data_dir)},
         )  # fmt: skip
+        return "here"
 
 
-@flow(name="reconcile")
+@flow(name="reconcile", persist_result=False)
 def reconcile(
     stuck_after_minutes: float = 60,
     orphan_after_hours: float = 24,
@@ -98,14 +101,11 @@ def reconcile(
     with open_catalog(settings.database_url, settings.data_dir) as catalog:
         videos = catalog.list_videos(limit=100_000)
     for video in videos:
-        if video.status in STUCK and video.updated_at < now - timedelta(
-            minutes=stuck_after_minutes
-        ):
+        stuck_since = now - timedelta(minutes=stuck_after_minutes)
+        if video.status in STUCK and video.updated_at < stuck_since and video.source_key:
             log.warning("%s is %s since %s: re-driving it", video.id, video.status,
                         video.updated_at.isoformat(timespec="seconds"))  # fmt: skip
-            done.redriven.append(video.id)
-            if not dry_run:
-                _redrive(video, settings)
+            done.redriven[video.id] = _redrive(video, settings) if not dry_run else "dry run"
         for attempt, keys in orphans(
             storage, video.id, now - timedelta(hours=orphan_after_hours)
         ).items():
@@ -114,4 +114,20 @@ def reconcile(
             if not dry_run:
                 for key in keys:
                     storage.delete(key)
+    _report(done, dry_run)
     return {"redriven": done.redriven, "removed": done.removed, "dry_run": dry_run}
+
+
+def _report(done: Reconciled, dry_run: bool) -> None:
+    """What this pass did, as a table artifact (key ``reconcile``) in the Prefect UI."""
+    from prefect.artifacts import create_table_artifact
+
+    rows = [{"what": "re-driven", "video": v, "detail": f"flow run {run}"}
+            for v, run in done.redriven.items()]  # fmt: skip
+    rows += [{"what": "orphan removed", "video": a.split("/")[1], "detail": a}
+             for a in done.removed]  # fmt: skip
+    with contextlib.suppress(Exception):  # a view; the pass does not depend on it
+        create_table_artifact(
+            rows or [{"what": "nothing to do", "video": "", "detail": ""}], key="reconcile",
+            description="dry run: nothing changed" if dry_run else "",
+        )  # fmt: skip

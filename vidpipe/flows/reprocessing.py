@@ -8,11 +8,13 @@ for the operator; the caches decide.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from vidpipe.flows.stages import STAGES
 from vidpipe.infra.catalog import Catalog, StageRun, Video
@@ -181,3 +183,30 @@ def run_all(
         return [one(p) for p in plans]
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         return list(pool.map(one, plans))
+
+
+def submit_all(
+    plans: list[Plan], settings: Settings, overrides: dict[str, Any] | None
+) -> list[Outcome]:
+    """Ask the service for one process-video run per plan; the deployment's limit queues them.
+
+    One batch id per call: the same command run twice asks twice (the second
+    batch finds everything cached), while a retried submission of one batch
+    gets the runs it already has.
+    """
+    from vidpipe.flows.submit import require_api, submit_reprocess
+
+    require_api()
+    storage = open_storage(settings)
+    batch = uuid.uuid4().hex[:12]
+    outcomes = []
+    for p in plans:
+        params: dict[str, Any] = {"force": list(p.force) or None,
+                                  "renditions": list(p.renditions) or None,
+                                  "overrides": overrides or None}  # fmt: skip
+        run = submit_reprocess(
+            p.video_id, p.source_sha256, storage.url(p.source_key),
+            {k: v for k, v in params.items() if v}, batch,
+        )  # fmt: skip
+        outcomes.append(Outcome(p.video_id, "submitted", f"{run.flow_run_name} {run.url}"))
+    return outcomes

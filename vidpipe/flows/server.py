@@ -17,10 +17,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -34,6 +36,55 @@ def die_with_parent() -> None:
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def become_subreaper() -> None:
+    """Orphans among this process's descendants become its children, not init's (Linux).
+
+    A flow run's engine runs in a session of its own; when its worker dies,
+    it is re-parented here, where :func:`stop_descendants` still finds it.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def reap_orphans(known: set[int]) -> None:
+    """Collect the exit of orphans re-parented here (as a subreaper), so none stays a zombie.
+
+    ``known`` are the children this process waits for itself (its ``Popen``s).
+    """
+    import psutil
+
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error, ChildProcessError):
+            if child.pid not in known and child.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(child.pid, os.WNOHANG)
+
+
+def stop_descendants(keep: Callable[[Any], bool], timeout_seconds: float = 10) -> list[str]:
+    """SIGTERM, then SIGKILL, every descendant of this process but those ``keep`` names;
+    returns the command lines it had to stop (each was left behind by something)."""
+    import psutil
+
+    left = [p for p in psutil.Process().children(recursive=True) if not _kept(p, keep)]
+    stopped = []
+    for proc in left:
+        with contextlib.suppress(psutil.Error):
+            stopped.append(" ".join(proc.cmdline())[:200])
+            proc.terminate()
+    _, alive = psutil.wait_procs(left, timeout=timeout_seconds)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    return stopped
+
+
+def _kept(proc: Any, keep: Callable[[Any], bool]) -> bool:
+    try:
+        return keep(proc)
+    except Exception:
+        return False
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_seconds: float) -> None:
@@ -52,13 +103,20 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_seconds: float
 
 def stop_group(proc: subprocess.Popen[bytes], timeout_seconds: float = 30) -> None:
     """SIGTERM the child's process group, then SIGKILL what is left."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout_seconds)
-    except subprocess.TimeoutExpired:
+    stop_groups([proc], timeout_seconds)
+
+
+def stop_groups(procs: list[subprocess.Popen[bytes]], timeout_seconds: float = 30) -> None:
+    """SIGTERM every child's process group at once; SIGKILL what is left at the deadline."""
+    for proc in procs:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_seconds
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the group: what the child started, too
         proc.wait()
 
 

@@ -34,6 +34,9 @@ class WorkPoolSpec(_Spec):
     )
     description: str = ""
     base_job_template: str | None = Field(None, description="JSON file, relative to configs/.")
+    command: str | None = Field(
+        None, description="What a worker runs a flow run with (the template's default if unset)."
+    )
 
 
 class LimitSpec(_Spec):
@@ -139,6 +142,8 @@ def _apply_pool(client: Any, pool: WorkPoolSpec, env: dict[str, str]) -> str:
     else:
         template = ProcessWorker.get_default_base_job_template()
     template["variables"]["properties"]["env"]["default"] = env
+    if pool.command:
+        template["variables"]["properties"]["command"]["default"] = pool.command
     try:
         client.read_work_pool(pool.name)
     except ObjectNotFound:

@@ -10,11 +10,13 @@ there too, and the parent picks it up the same way.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 from prefect import flow, get_run_logger
 
-from vidpipe.flows.stages import STAGES, StageRunner, stage_args, upstream
+from vidpipe.flows import report
+from vidpipe.flows.stages import STAGES, StageRunner, refuse_endless_retries, stage_args, upstream
 from vidpipe.infra.errors import ConfigError
 from vidpipe.infra.ingest import stored_source
 from vidpipe.infra.settings import load_settings
@@ -30,19 +32,27 @@ def _gpu_present() -> bool:
         return False
 
 
-@flow(name="run-stage", flow_run_name="{stage}-{video_id}", validate_parameters=False)
+@flow(
+    name="run-stage", flow_run_name="{stage}-{video_id}", validate_parameters=False,
+    persist_result=False,
+)  # fmt: skip
 def run_stage(
     stage: str,
     sha256: str,
     video_id: str,
     overrides: dict[str, Any] | None = None,
     force: bool = False,
+    live: bool = False,
 ) -> str:
-    """Run ``stage`` for the stored source ``sha256``; its result goes to the cache."""
+    """Run ``stage`` for the stored source ``sha256``; its result goes to the cache.
+
+    ``live``: the ladder publishes an EVENT master as it encodes (the video's first run).
+    """
     if stage not in STAGES:
         raise ConfigError(f"no stage {stage!r}; stages: {', '.join(STAGES)}")
     log = get_run_logger()
     settings = load_settings(**(overrides or {}))
+    refuse_endless_retries(settings)
     if not _gpu_present():
         log.warning("no GPU on this worker: %s runs on the CPU", stage)
     src = stored_source(open_storage(settings), sha256, video_id)
@@ -51,7 +61,8 @@ def run_stage(
     for name in upstream(stage):
         if STAGES[name].enabled(settings):
             done[name] = runner.run(name, *stage_args(name, src, settings, done))
-    runner.run(stage, *stage_args(stage, src, settings, done))
+    with report.transcode_progress(video_id) if stage == "ladder" else nullcontext():
+        runner.run(stage, *stage_args(stage, src, settings, done, live))
     cached = runner.timings[stage].cached
     log.info("%s of %s: %s", stage, video_id, "cached" if cached else "done")
     return "cached" if cached else "done"

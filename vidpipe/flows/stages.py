@@ -32,7 +32,7 @@ from prefect.context import TaskRunContext
 from pydantic import BaseModel
 
 from vidpipe.flows import record
-from vidpipe.infra.errors import TransientError
+from vidpipe.infra.errors import InternalError, TransientError
 from vidpipe.infra.ingest import SourceRef
 from vidpipe.infra.settings import Settings, load_ladder, options_hash, output_options
 from vidpipe.infra.storage import open_storage
@@ -183,6 +183,18 @@ class Timing:
         }  # fmt: skip
 
 
+def refuse_endless_retries(settings: Settings) -> None:
+    """The supervisor of re-driven runs: after ``max_run_attempts`` crashes, stop trying."""
+    from prefect.runtime import flow_run
+
+    attempts = flow_run.run_count or 1
+    if attempts > settings.pipeline.max_run_attempts:
+        raise InternalError(
+            f"this run was re-driven {attempts - 1} times after crashes; giving up "
+            f"(pipeline.max_run_attempts {settings.pipeline.max_run_attempts})"
+        )
+
+
 class StageRunner:
     """Runs registry stages for one video: bound caches, forced refreshes, timings.
 
@@ -207,7 +219,8 @@ class StageRunner:
 
     def run_anywhere(self, name: str, *args: Any) -> Any:
         if self._remote(name):
-            self._run_child(name, args[0])
+            live = name == "ladder" and bool(args[4])  # an EVENT master while it encodes
+            self._run_child(name, args[0], live)
         return self.run(name, *args)
 
     def _remote(self, name: str) -> bool:
@@ -215,7 +228,7 @@ class StageRunner:
 
         return name in self.settings.pipeline.stage_deployments and deployment.id is not None
 
-    def _run_child(self, name: str, src: SourceRef) -> None:
+    def _run_child(self, name: str, src: SourceRef, live: bool) -> None:
         from prefect.deployments import run_deployment
 
         stage = STAGES[name]
@@ -224,17 +237,31 @@ class StageRunner:
             self.settings.pipeline.stage_deployment,
             parameters={
                 "stage": name, "sha256": src.sha256, "video_id": src.video_id,
-                "overrides": json.loads(self.settings.model_dump_json()),
-                "force": name in self.force,
+                "overrides": self.settings.portable(),
+                "force": name in self.force, "live": live,
             },
             idempotency_key=key, as_subflow=True, flow_run_name=f"{name}-{src.video_id}",
         )  # fmt: skip
-        state = child.state  # type: ignore[union-attr]
+        state = self._settled(child.id)  # type: ignore[union-attr]
         if state is None or not state.is_completed():
             raise StageChildFailed(
                 f"stage {name} on {self.settings.pipeline.stage_deployment} ended "
                 f"{state.name if state else 'without a state'}: {state.message if state else ''}"
             )
+
+    def _settled(self, run_id: Any) -> State[Any] | None:
+        """The child's final state, waiting out a crash: the service re-drives a crashed run
+        (an automation sets it AwaitingRetry) onto a worker that is still there."""
+        from prefect.client.orchestration import get_client
+
+        deadline = time.monotonic() + self.settings.pipeline.child_redrive_seconds
+        with get_client(sync_client=True) as client:
+            while True:
+                state = client.read_flow_run(run_id).state
+                settled = state is not None and state.is_final() and not state.is_crashed()
+                if settled or time.monotonic() > deadline:
+                    return state
+                time.sleep(2)
 
     def _bound(self, stage: Stage, refresh: bool) -> Task[..., Any]:
         task = bind(stage.task, self.settings, stage.cache_policy(self.settings))

@@ -16,6 +16,7 @@ socket instead of starting their own.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -28,11 +29,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from vidpipe.flows.server import die_with_parent, prefect_server, stop_group
+from vidpipe.flows.server import (
+    become_subreaper,
+    die_with_parent,
+    prefect_server,
+    reap_orphans,
+    stop_descendants,
+    stop_groups,
+)
 from vidpipe.flows.service import apply_service, load_service
 from vidpipe.infra.settings import Settings
 
 PREFECT_DATABASE = "prefect"
+log = logging.getLogger("vidpipe.up")
 
 
 @dataclass(frozen=True)
@@ -99,11 +108,17 @@ def _child(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
 
 @contextlib.contextmanager
 def service(
-    settings: Settings, *, port: int = 4200, upload_port: int = 8080, config: Path | None = None
+    settings: Settings,
+    *,
+    port: int = 4200,
+    upload_port: int = 8080,
+    config: Path | None = None,
+    service_file: Path | None = None,
 ) -> Iterator[Service]:
     """Bring the service up; yields where it listens; takes it all down on exit."""
     from vidpipe.infra.catalog import ready_dsn, stop_embedded
 
+    become_subreaper()  # a run's engine, orphaned by its worker, stays ours to stop
     data = settings.data_dir.resolve()
     logs = data / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -114,13 +129,15 @@ def service(
             data / ".prefect", port=port, ui=True,
             env={"PREFECT_API_DATABASE_CONNECTION_URL": db_url},
         ) as api:  # fmt: skip
+            bin_dir = str(Path(sys.executable).parent)  # the venv's, activated or not
             env = os.environ | {
+                "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
                 "PREFECT_API_URL": api,
                 "VIDPIPE_DATA_DIR": str(data),
                 "VIDPIPE_DATABASE_URL": dsn,
                 "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             }
-            spec = load_service()
+            spec = load_service(service_file)
             with _api(api):
                 apply_service(spec, env={"VIDPIPE_DATA_DIR": str(data),
                                          "VIDPIPE_DATABASE_URL": dsn})  # fmt: skip
@@ -135,15 +152,30 @@ def service(
             children.append(
                 _child(serve, env | {"VIDPIPE_UPLOAD__DISPATCH": "event"}, logs / "serve.log")
             )
+            done = threading.Event()
+            reaper = threading.Thread(target=_reap, args=(children, done), daemon=True)
+            reaper.start()
             try:
                 yield Service(
                     api, api.removesuffix("/api"), f"http://127.0.0.1:{upload_port}/files/", dsn
                 )
             finally:
-                for child in children:
-                    stop_group(child, timeout_seconds=20)
+                done.set()
+                stop_groups(children, timeout_seconds=20)
     finally:
+        for line in stop_descendants(keep=_database_process):
+            log.warning("stopped what a worker left running: %s", line)
         stop_embedded(data)
+
+
+def _reap(children: list[subprocess.Popen[bytes]], done: threading.Event) -> None:
+    while not done.wait(2):
+        reap_orphans({c.pid for c in children})
+
+
+def _database_process(proc: Any) -> bool:
+    """The embedded PostgreSQL and its guardian: stopped last, by ``stop_embedded``."""
+    return proc.name() == "postgres" or "vidpipe.infra.catalog.guardian" in proc.cmdline()
 
 
 @contextlib.contextmanager

@@ -134,3 +134,17 @@ def import_failure(what: str, exc: ImportError, hint: str) -> VidpipeError:
             "give the worker more memory or run fewer stages at once"
         )
     return ConfigError(f"{what} ({text}); {hint}")
+
+
+def one_line(exc: BaseException) -> str:
+    """What a failure says, everywhere it is said: the CLI, the Prefect UI, the catalog.
+
+    ``error: …`` for a fault of the upload or the configuration (fix the input
+    and try again), ``internal error: …`` for ours.
+    """
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, PermanentError) and not isinstance(exc, InternalError):
+        return f"error: {first}"
+    if isinstance(exc, VidpipeError):
+        return f"internal error: {first}"
+    return f"internal error: {type(exc).__name__}: {first}"

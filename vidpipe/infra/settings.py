@@ -14,7 +14,7 @@ import json
 from contextvars import ContextVar
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -368,11 +368,19 @@ class PipelineSettings(_Section):
         4, ge=1, le=100, description="Runs of one flow run (crashes re-driven) before giving up."
     )
     stage_deployments: tuple[str, ...] = runtime(
-        (), description="Stages run as their own deployment (the GPU pool) when process-video "
+        (),
+        description="Stages run as their own deployment (the GPU pool) when process-video "
         "runs as a deployment; empty runs every stage in the parent's process.",
     )
     stage_deployment: str = runtime(
         "run-stage/gpu", description="The deployment that runs one stage (configs/service.yaml)."
+    )
+    child_redrive_seconds: float = runtime(
+        600,
+        ge=0,
+        le=86400,
+        description="How long a stage's crashed child run (a lost GPU "
+        "node) may take to be re-driven and finish before the parent gives up on it.",
     )
 
 
@@ -422,6 +430,15 @@ class Settings(BaseSettings):
     def to_yaml(self) -> str:
         return yaml.safe_dump(json.loads(self.model_dump_json()), sort_keys=False)
 
+    # Where this host keeps its state and finds its database, and the upload service's
+    # own settings (secrets among them): another host has its own.
+    HOST_LOCAL: ClassVar[frozenset[str]] = frozenset({"data_dir", "database_url", "upload"})
+
+    def portable(self) -> dict[str, Any]:
+        """These settings as overrides for another host: what a stage does, not where."""
+        data: dict[str, Any] = json.loads(self.model_dump_json(exclude=set(self.HOST_LOCAL)))
+        return data
+
 
 class RungSpec(_Section):
     height: int = Field(ge=16, le=4320, description="Short side of the rung, pixels.")
@@ -450,17 +467,17 @@ class Ladder(_Section):
         return self
 
 
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
@@ -504,10 +521,10 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     ``overrides`` uses nested dicts (``storage={"kind": "s3"}``) and wins over
     everything else.
     """
-    data = _read_yaml(DEFAULT_CONFIG)
+    data = read_yaml(DEFAULT_CONFIG)
     source = str(DEFAULT_CONFIG.name)
     if config_file is not None:
-        data = _deep_merge(data, _read_yaml(config_file))
+        data = deep_merge(data, read_yaml(config_file))
         source = str(config_file)
     token = _YAML_DATA.set(data)
     try:
@@ -521,7 +538,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
 @cache
 def _load_ladder_file(path: Path) -> Ladder:
     try:
-        return Ladder(**_read_yaml(path))
+        return Ladder(**read_yaml(path))
     except ValidationError as exc:
         raise _explain(exc, Ladder, str(path)) from None
 
