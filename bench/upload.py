@@ -102,9 +102,7 @@ def _time_cp(src: Path, dest: Path) -> float:
     return wall
 
 
-def _upload(
-    server: UploadServer, src: Path, chunk: int, helpers: list[int]
-) -> tuple[float, float]:
+def _upload(server: UploadServer, src: Path, chunk: int, helpers: list[int]) -> tuple[float, float]:
     """(wall seconds, others share) of one tus-js-client upload; ``helpers`` (moto) count
     as part of the run, not as others."""
     opts = {"file": str(src), "endpoint": server.files, "chunkSize": chunk, "retryDelays": None}

@@ -53,6 +53,7 @@ MIB = 1024 * 1024
 ROUNDS = 20
 MAX_MB = 64
 
+
 @pytest.fixture(scope="module")
 def tus_js() -> Path:
     if not (TUS_JS / "node_modules" / "tus-js-client").is_dir():
@@ -316,7 +317,9 @@ def test_an_upload_through_tus_ends_as_a_published_video(
             with open_catalog(None, srv.data_dir) as catalog:
                 video = catalog.get_video(video_id)
             assert video is None or video.status not in ("failed", "rejected"), (
-                video, srv.log_text()[-3000:])
+                video,
+                srv.log_text()[-3000:],
+            )
             return video is not None and video.status == "published"
 
         wait_until(published, timeout=300, what="the video to be published")

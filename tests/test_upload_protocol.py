@@ -188,8 +188,12 @@ def test_metadata_is_checked_and_sanitised(server: UploadServer) -> None:
         "filename": "passwdname.mp4", "note": "ab", "sha256": "ab" * 32
     }  # fmt: skip
     for bad in ("filename !!!notbase64", "bad key dGVzdA==", "a YQ==,a YQ==", "sha256 eHl6"):
-        assert server.call("POST", server.files, V | {"Upload-Length": "1",
-                                                      "Upload-Metadata": bad}).status == 400
+        assert (
+            server.call(
+                "POST", server.files, V | {"Upload-Length": "1", "Upload-Metadata": bad}
+            ).status
+            == 400
+        )
 
 
 # ---------------------------------------------------------------- PATCH
@@ -197,8 +201,9 @@ def test_metadata_is_checked_and_sanitised(server: UploadServer) -> None:
 
 def test_patch_with_the_wrong_content_type_is_415(server: UploadServer) -> None:
     url = server.create(3)
-    reply = server.call("PATCH", url, V | {"Upload-Offset": "0",
-                                           "Content-Type": "application/json"}, b"abc")
+    reply = server.call(
+        "PATCH", url, V | {"Upload-Offset": "0", "Content-Type": "application/json"}, b"abc"
+    )
     assert reply.status == 415
     assert server.offset(url) == 0
 
@@ -457,7 +462,9 @@ def test_a_completed_upload_is_registered_as_uploaded(server: UploadServer) -> N
         video = catalog.get_video(video_id_for(sha))
     assert video is not None
     assert (video.status, video.source_key, video.size_bytes) == (
-        "uploaded", f"sources/{sha}", len(data)
+        "uploaded",
+        f"sources/{sha}",
+        len(data),
     )
 
 
@@ -515,4 +522,3 @@ def test_method_override_and_unknown_methods(server: UploadServer) -> None:
     override = OCTETS | {"Upload-Offset": "0", "X-HTTP-Method-Override": "PATCH"}
     assert server.call("POST", url, override, b"ab").header("upload-offset") == "2"
     assert server.call("PUT", url, V, b"x").status == 405
-

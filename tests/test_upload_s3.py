@@ -300,4 +300,3 @@ def test_a_signed_aws_notification_and_the_prefix_rule(hooked: S3Upload) -> None
     other = _notification(hooked.s3.bucket, outside, _put(hooked, outside, b"x" * 10), "aws")
     assert _hook(hooked, other, _signed(other)).json()["ignored"] == 1
     assert hooked.size(f"{hooked.prefix}/sources/{hashlib.sha256(b'x' * 10).hexdigest()}") is None
-

@@ -205,9 +205,7 @@ class UploadServer:
             except queue.Empty:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     proc.kill()
-                    raise RuntimeError(
-                        f"vidpipe serve did not start:\n{log.read_text()}"
-                    ) from None
+                    raise RuntimeError(f"vidpipe serve did not start:\n{log.read_text()}") from None
                 continue
             if line.startswith("listening on "):
                 base = line.split()[2].removesuffix("/files/")
@@ -386,7 +384,6 @@ except (TusCommunicationError, TusUploadFailed) as exc:
 """
 
 
-
 def client_argv(kind: str, script: Path | None, opts: dict[str, Any]) -> list[str]:
     if kind == "tuspy":
         return [sys.executable, "-c", TUSPY, json.dumps(opts)]
@@ -417,7 +414,6 @@ def random_file(path: Path, rng: random.Random, size: int) -> Path:
     return path
 
 
-
 def prefect_events(api: str, sha256: str) -> list[dict[str, Any]]:
     query = {
         "filter": {
@@ -430,8 +426,6 @@ def prefect_events(api: str, sha256: str) -> list[dict[str, Any]]:
                                  headers={"Content-Type": "application/json"})  # fmt: skip
     with urllib.request.urlopen(req, timeout=10) as resp:
         return list(json.loads(resp.read())["events"])
-
-
 
 
 def run_killed(proxy: KillProxy, budget: int, argv: list[str], timeout: float = 120) -> int:
