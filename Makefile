@@ -4,15 +4,18 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export PREFECT_SERVER_ANALYTICS_ENABLED = false
 
-.PHONY: demo test install system-deps player-deps lint bench
+.PHONY: demo test install system-deps player-deps lint bench bench-smoke
+BENCHES := ladder pipeline first_playable analysis vision transcribe search upload service
 
 ## Install vidpipe into .venv and process the committed sample video.
 demo: install
 	$(VENV)/bin/vidpipe process samples/bigbuckbunny_720p_51.mp4
 
-## Install everything (Python, Chromium, hls.js) and run lint, types and the whole suite.
+## Install everything (Python, Chromium, hls.js) and run lint, types, the whole suite
+## and every bench in its smoke mode (tiny input, one round), so none can rot.
 test: install system-deps player-deps lint
 	$(PY) -m pytest
+	$(MAKE) --no-print-directory bench-smoke
 
 install: $(VENV)/.installed
 
@@ -38,5 +41,10 @@ lint: install
 	$(VENV)/bin/ruff check vidpipe tests bench
 	$(VENV)/bin/mypy
 
+## Every bench at full size, one after another (see bench/README.md; about an hour).
 bench: install
-	$(PY) bench/ladder.py
+	@set -e; for b in $(BENCHES); do echo "== bench/$$b.py"; $(PY) bench/$$b.py; done
+
+## Every bench once on tiny input: what CI runs; each fails on a wrong result, never on speed.
+bench-smoke: install
+	@set -e; for b in $(BENCHES); do echo "== bench/$$b.py --smoke"; $(PY) bench/$$b.py --smoke; done

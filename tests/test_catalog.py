@@ -574,6 +574,39 @@ def test_search_label_filter(backend: Backend) -> None:
     assert catalog.search(unit(label), 10, label="unicorn-never-seen") == []
 
 
+def test_merged_search_ranks_transcript_and_label_hits_and_says_why(backend: Backend) -> None:
+    """vidpipe search: real MiniLM on both sides; each hit says why it matched."""
+    from vidpipe.infra.settings import Settings
+    from vidpipe.models.embed import embed_texts
+    from vidpipe.models.search import search
+
+    catalog, settings = backend.catalog, Settings()
+    speech, street = published(catalog), published(catalog)
+    said = "ask not what your country can do for you"
+    catalog.put_segments(
+        speech, "A1", [TranscriptSegment(0, 1.0, 4.0, said, "en", embed_texts([said])[0])]
+    )
+    catalog.put_detections(street, [DetectionSummary("bicycle", 9, 9.0, 0.81, 3.5, 12.5)])
+    catalog.put_detections(speech, [DetectionSummary("tie", 1, 1.0, 0.52, 0.5, 0.5)])
+
+    spoken = search(catalog, "what you can do for your country", settings, limit=50)
+    ours = [h for h in spoken.hits if h.video_id in (speech, street)]
+    assert (ours[0].video_id, ours[0].why, ours[0].at_seconds) == (speech, "transcript", 1.0)
+    assert ours[0].detail == said and ours[0].score > 0.6
+    assert all(h.why != "label" for h in ours)  # "tie" and "bicycle" mean nothing here
+
+    seen = search(catalog, "someone riding a bike", settings, limit=50)
+    bike = next(h for h in seen.hits if h.video_id == street)
+    assert (bike.why, bike.at_seconds) == ("label", 3.5) and "bicycle: 9.0 s" in bike.detail
+    assert [h.score for h in seen.hits] == sorted((h.score for h in seen.hits), reverse=True)
+    only = search(catalog, "someone riding a bike", settings, limit=50, label="tie")
+    assert {h.video_id for h in only.hits} <= {speech}
+
+    # No package ships CLIP-family weights: the picture side says so, adds nothing.
+    assert seen.pictures.status == "unavailable" and "image_weights" in seen.pictures.reason
+    assert all(h.why != "picture" for h in seen.hits)
+
+
 # ---------------------------------------------------------------- near duplicates
 
 

@@ -383,33 +383,33 @@ def show(
 
 @app.command()
 def search(
-    query: Annotated[str, typer.Argument(help="What was said, in plain words.")],
+    query: Annotated[str, typer.Argument(help="What was said or shown, in plain words.")],
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 10,
     label: Annotated[str | None, typer.Option(help="Only videos where YOLO saw this.")] = None,
     config_file: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Semantic search over transcript segments (MiniLM embeddings, pgvector HNSW, cosine)."""
+    """Search published videos: transcript segments and detected labels in one ranked list."""
     if not query.strip():
         say_error("the query is empty; say what to look for")
         raise typer.Exit(EXIT_BAD_INPUT)
     try:
-        from vidpipe.models.embed import EmbedOptions, embed_texts
+        from vidpipe.models.search import search as search_videos
 
         settings = _settings(config_file, data_dir)
-        options = EmbedOptions(text_model=settings.embed.text_model, device=settings.embed.device)
-        vector = embed_texts([query], options)[0]
         with _catalog(settings) as catalog:
-            hits = catalog.search(vector, limit=limit, label=label)
+            result = search_videos(catalog, query, settings, limit=limit, label=label)
     except PermanentError as exc:
         raise _bad_input(exc) from None
-    table = Table(title=f"{len(hits)} hits for {query!r}", title_justify="left")
-    for col in ("score", "video", "at", "snippet"):
+    table = Table(title=f"{len(result.hits)} hits for {query!r}", title_justify="left")
+    for col in ("score", "video", "at", "why", "match"):
         table.add_column(col)
-    for h in hits:
-        m, sec = divmod(h.start_seconds, 60)
-        table.add_row(f"{h.score:.3f}", h.video_id, f"{int(m)}:{sec:04.1f}", plain(h.text))
+    for h in result.hits:
+        m, sec = divmod(h.at_seconds, 60)
+        table.add_row(f"{h.score:.3f}", h.video_id, f"{int(m)}:{sec:04.1f}", h.why, plain(h.detail))
     out.print(table)
+    if not result.pictures.ok:
+        out.print(f"pictures: unavailable: {plain(result.pictures.reason)}")
 
 
 @app.command()

@@ -150,6 +150,17 @@ class DetectionSummary:
 
 
 @dataclass(frozen=True)
+class SeenLabel:
+    """A detection summary of a published video, as search reads it."""
+
+    video_id: str
+    label: str
+    seconds_present: float
+    max_confidence: float
+    first_seen_seconds: float
+
+
+@dataclass(frozen=True)
 class SafetyVerdict:
     check_name: str  # "deepfake", "nudity", ...
     status: Literal["ok", "unavailable", "error"]  # did the check run (models.vision.Status)

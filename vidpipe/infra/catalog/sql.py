@@ -107,6 +107,14 @@ SEARCH_LABEL = SEARCH.format(
     "WHERE d.video_id = s.video_id AND d.label = %(label)s)"
 )
 
+PUBLISHED_LABELS = """
+SELECT d.video_id, d.label, d.seconds_present, d.max_confidence, d.first_seen_seconds
+FROM detection_summaries d
+JOIN videos v ON v.id = d.video_id AND v.published_attempt IS NOT NULL
+ORDER BY d.label, d.seconds_present DESC, d.video_id
+LIMIT %(limit)s
+"""
+
 # Stored videos sharing at least ``min_frames`` query frames within max_hamming bits:
 # candidates only; encoders.fingerprint.match decides whether one is a duplicate.
 FINGERPRINT_CANDIDATES = """

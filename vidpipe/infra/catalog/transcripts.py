@@ -1,5 +1,6 @@
-"""Transcript segments with their embeddings, and the semantic search over the
-segments of published videos (cosine distance, pgvector's HNSW index).
+"""Transcript segments with their embeddings, and what search reads: the semantic
+search over the segments of published videos (cosine distance, pgvector's HNSW
+index) and the labels detected in published videos.
 """
 
 from __future__ import annotations
@@ -10,8 +11,14 @@ from pgvector import Vector
 
 from vidpipe.infra.catalog.errors import CatalogDataError
 from vidpipe.infra.catalog.handle import Handle
-from vidpipe.infra.catalog.records import SearchHit, TranscriptSegment
-from vidpipe.infra.catalog.sql import SEARCH_ANY, SEARCH_LABEL, UPSERT_SEGMENT, check_embedding
+from vidpipe.infra.catalog.records import SearchHit, SeenLabel, TranscriptSegment
+from vidpipe.infra.catalog.sql import (
+    PUBLISHED_LABELS,
+    SEARCH_ANY,
+    SEARCH_LABEL,
+    UPSERT_SEGMENT,
+    check_embedding,
+)
 
 
 class Transcripts(Handle):
@@ -70,3 +77,9 @@ class Transcripts(Handle):
             )
             for r in rows
         ]
+
+    def published_labels(self, limit: int = 100_000) -> list[SeenLabel]:
+        """Every detection label of every published video, by label."""
+        with self._conn() as conn:
+            rows = conn.execute(PUBLISHED_LABELS, {"limit": limit}).fetchall()
+        return [SeenLabel(**r) for r in rows]
