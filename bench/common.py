@@ -84,8 +84,13 @@ def make_clip(
     size: str = "1920x1080",
     rate: int = 30,
     speech: Path | None = None,
+    tag: str = "",
 ) -> Path:
-    """A testsrc2 clip (H.264 ultrafast crf 18 + AAC); with ``speech`` looped as its audio."""
+    """A testsrc2 clip (H.264 ultrafast crf 18 + AAC); with ``speech`` looped as its audio.
+
+    ``tag`` goes into the file's metadata: clips with different tags have different bytes,
+    and so different video ids (nothing cached between them).
+    """
     audio = (
         ["-stream_loop", "-1", "-i", str(speech)]
         if speech
@@ -97,7 +102,8 @@ def make_clip(
             "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds:g}",
             *audio, "-map", "0:v", "-map", "1:a", "-t", f"{seconds:g}",
             "-c:v", "libx264", "-preset", "ultrafast", "-crf", "18", "-pix_fmt", "yuv420p",
-            "-c:a", "aac", "-b:a", "192k", "-ac", "2", "-movflags", "+faststart", str(path),
+            "-c:a", "aac", "-b:a", "192k", "-ac", "2", "-movflags", "+faststart",
+            "-metadata", f"comment={tag}", str(path),
         ]
     )  # fmt: skip
     return path

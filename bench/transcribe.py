@@ -2,7 +2,7 @@
 
 What it measures
 ----------------
-jfk.wav (11 s, tests/data) is decoded once with ``vidpipe.models.asr.load_audio``
+jfk.wav (11 s, ``tests/data``) is decoded once with ``vidpipe.models.asr.load_audio``
 so both engines get the same float32 samples. Each engine then runs
 ``vidpipe.models.asr.transcribe_samples`` with the same options:
 
@@ -18,7 +18,8 @@ Real-time factor (RTF) = processing wall seconds / audio seconds (lower is
 faster); speedup = openai-whisper RTF / faster-whisper RTF. Each round runs
 both engines once, the order alternating, and the table reports medians. CPU
 seconds (user + sys of this process, all threads) and the share of the CPUs
-other processes used meanwhile ("others", /proc/stat) are shown too: wall
+other processes used meanwhile ("others", /proc/stat; both from
+``bench/common.py``'s ``timed``) are shown too: wall
 times taken on a busy machine are inflated and not comparable; CPU times
 still are. The WER of each transcript against the reference and the number
 of decoding passes (1 = no temperature fallback) are printed as a check that
@@ -30,7 +31,9 @@ about 2.5 > Whisper's 2.4 threshold), so openai-whisper falls back through all
 six temperatures (with best-of-5 sampling) and faster-whisper may not: the
 ratio then measures Whisper's repetition guard, not the engines.
 
-Target: speedup >= 3x on CPU.
+Target: speedup >= 3x on CPU, printed as a verdict, never an exit status.
+The run fails (exit 1) when an engine's transcript is wrong: WER above
+10 % against the reference (both engines get 0 % on jfk once).
 
 Run (defaults: jfk once, 5 rounds, beam 5, threads = CPU count; about
 1 minute on an idle 2-core machine)::
@@ -38,6 +41,7 @@ Run (defaults: jfk once, 5 rounds, beam 5, threads = CPU count; about
     .venv/bin/python bench/transcribe.py
     .venv/bin/python bench/transcribe.py --repeats 1 --beam-size 1 --threads 2
     .venv/bin/python bench/transcribe.py --json /tmp/transcribe.json
+    .venv/bin/python bench/transcribe.py --smoke      # jfk once, 1 round: CI
 
 The last line printed is always
 ``RESULT faster-whisper rtf=… openai-whisper rtf=… speedup=…x``.
@@ -50,7 +54,6 @@ import json
 import os
 import platform
 import re
-import resource
 import statistics
 import sys
 import time
@@ -59,6 +62,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import Sample as Timing
+from common import busy_warning, timed
 
 from vidpipe.models import asr, whisper_weights
 
@@ -68,13 +73,15 @@ JFK_TEXT = (
     "and so my fellow americans ask not what your country can do for you "
     "ask what you can do for your country"
 )
+TARGET_SPEEDUP = 3.0
+MAX_WER = 0.10  # above this an engine did not transcribe the clip: the run fails
 
 
 @dataclass(frozen=True)
 class Sample:
     wall_seconds: float
     cpu_seconds: float
-    others: float | None  # share of all CPUs used by other processes meanwhile, 0..1
+    others: float  # share of all CPUs used by other processes meanwhile, 0..1
     wer: float
     passes: int  # decoding passes over 30 s windows; more than the windows = fallback
 
@@ -108,22 +115,6 @@ class _Passes:
             loaded.model.decode = counted
 
 
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _machine_busy_seconds() -> float | None:
-    """CPU seconds the whole machine has been busy (incl. steal); Linux only."""
-    try:
-        with open("/proc/stat") as fh:
-            fields = [int(x) for x in fh.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
 def _normalise(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).replace("'", "").split())
 
@@ -138,15 +129,9 @@ def _run(
     audio: np.ndarray, options: asr.AsrOptions, cache_dir: Path, reference: str, passes: _Passes
 ) -> Sample:
     before = passes.count
-    busy0 = _machine_busy_seconds()
-    wall0, cpu0 = time.perf_counter(), _cpu_seconds()
-    transcript = asr.transcribe_samples(audio, options, cache_dir=cache_dir)
-    wall, cpu = time.perf_counter() - wall0, _cpu_seconds() - cpu0
-    busy1 = _machine_busy_seconds()
-    others = None
-    if busy0 is not None and busy1 is not None and wall > 0:
-        others = min(1.0, max(0.0, (busy1 - busy0 - cpu) / (wall * (os.cpu_count() or 1))))
-    return Sample(wall, cpu, others, _wer(reference, transcript.text), passes.count - before)
+    t = timed(lambda: asr.transcribe_samples(audio, options, cache_dir=cache_dir))
+    wer = _wer(reference, t.value.text)
+    return Sample(t.wall, t.cpu, t.others, wer, passes.count - before)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,8 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-vad", action="store_true", help="decode the silence too")
     parser.add_argument("--model", default="base", help="model option for both engines")
     parser.add_argument("--cache-dir", type=Path, default=whisper_weights.default_cache_dir())
+    parser.add_argument("--smoke", action="store_true", help="jfk once, 1 round")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.copies, args.repeats = 1, 1
 
     one = asr.load_audio(JFK)
     copies = max(1, args.copies)
@@ -214,16 +202,19 @@ def main(argv: list[str] | None = None) -> int:
     for engine, runs in samples.items():
         wall = statistics.median(s.wall_seconds for s in runs)
         cpu = cpu_seconds[engine] = statistics.median(s.cpu_seconds for s in runs)
-        others = [s.others for s in runs if s.others is not None]
         rtf[engine] = wall / audio_seconds
         print(
             f"{engine:<15} {rtf[engine]:6.3f} {wall:7.2f} {cpu:7.2f} "
-            f"{(statistics.median(others) if others else float('nan')):6.0%} "
+            f"{statistics.median(s.others for s in runs):6.0%} "
             f"{max(s.wer for s in runs):6.1%} {max(s.passes for s in runs):6d}"
         )
+    busy_warning([Timing(s.wall_seconds, s.cpu_seconds, s.others) for r in samples.values()
+                  for s in r])  # fmt: skip
     speedup = rtf["openai-whisper"] / rtf["faster-whisper"]
     cpu_ratio = cpu_seconds["openai-whisper"] / cpu_seconds["faster-whisper"]
-    print(f"speedup (openai-whisper rtf / faster-whisper rtf): {speedup:.2f}x; target >= 3x")
+    verdict = "PASS" if speedup >= TARGET_SPEEDUP else "FAIL"
+    print(f"speedup (openai-whisper rtf / faster-whisper rtf): {speedup:.2f}x "
+          f"(target >= {TARGET_SPEEDUP:g}x: {verdict})")  # fmt: skip
     print(f"cpu seconds ratio (openai-whisper / faster-whisper): {cpu_ratio:.2f}x")
     if args.json:
         args.json.write_text(
@@ -243,11 +234,14 @@ def main(argv: list[str] | None = None) -> int:
                 indent=2,
             )
         )
+    wrong = [e for e, runs in samples.items() if max(s.wer for s in runs) > MAX_WER]
+    for engine in wrong:
+        print(f"FAIL: {engine} transcribed the clip wrong (WER above {MAX_WER:.0%})")
     print(
         f"RESULT faster-whisper rtf={rtf['faster-whisper']:.3f} "
         f"openai-whisper rtf={rtf['openai-whisper']:.3f} speedup={speedup:.2f}x"
     )
-    return 0
+    return 1 if wrong else 0
 
 
 if __name__ == "__main__":

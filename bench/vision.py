@@ -1,20 +1,24 @@
-"""Benchmark the vision stages over the frames vidpipe's one transcode samples.
+"""Benchmark the vision stages over the frames vidpipe's one ladder encode samples.
 
 What it measures
 ----------------
 A 1920x1080 30 fps H.264 + AAC clip is generated (default 20 s): ultralytics'
 ``zidane.jpg`` (two faces), then ``bus.jpg`` (four people), each panned
 slowly for a quarter of the clip, then half a clip of ``testsrc2``. vidpipe
-then runs its real ladder stage on it, ``encode_attempt`` (probe, plan, one
-ffmpeg process writing every rung, thumbnails and the sampled frames), and
-``write_frame_index``.
+then runs its real ladder stage on it, as the pipeline does: ``ingest_file``
+into local storage, probe, plan, and ``encode_ladder`` (one ffmpeg process
+writing every rung, thumbnails, the sampled frames and the ASR audio, then
+measuring, validating and uploading the attempt). The vision stages read the
+sampled frames where the ladder result's ``frames_index`` says they are, as
+``vidpipe.models.analysis`` does.
 
 Decode passes are counted, not assumed: a ``sys.addaudithook`` sees every
 subprocess this process starts and every file Python opens, and ``av.open``
 is wrapped. A decode pass is an ffmpeg process whose argv reads the source;
-probe opens (PyAV, a few frames) are reported apart. The count covers the
-whole run, vision stages included: they receive only the frames directory,
-and the hook proves they never touch the source.
+probe opens (PyAV, a few frames) and Python opens (ingest hashes and stores
+the original) are reported apart, by phase. The count covers the whole run,
+vision stages included: they receive only the frames directory, and the
+hook proves they never touch the source.
 
 Each vision stage then runs twice over the sampled frames: ``cold`` includes
 importing its libraries and loading its model (once per worker process),
@@ -23,13 +27,20 @@ factor (RTF) is warm stage seconds / video seconds: below 1 is faster than
 real time. The deepfake stage here finds faces and has no classifier
 configured (none ships; see README), so its RTF is face finding only.
 ``embed`` embeds the detection labels plus one synthetic transcript line per
-4 s of video (the text the stage will embed); image embeddings need open_clip
-weights and are reported unavailable.
+4 s of video (the text the embeddings stage embeds); image embeddings need
+open_clip weights and are reported unavailable.
+
+The run fails (exit 1) when the ladder decoded the source more than once,
+a vision stage opened the source, no frames were sampled, or a stage did
+not do its job (detect or safety not ``ok``, no faces found in the
+``zidane`` part, a hash or a vector missing). Speed has no pass mark here:
+the RTFs are figures to compare.
 
 Run (about 1 minute on 2 cores)::
 
     .venv/bin/python bench/vision.py
     .venv/bin/python bench/vision.py --seconds 60 --device cpu --json /tmp/vision.json
+    .venv/bin/python bench/vision.py --smoke       # 8 s clip, ultrafast, one round: CI
 
 The last line printed is always
 ``RESULT decode_passes=1 detect_rtf=… safety_rtf=… deepfake_rtf=… fingerprint_rtf=… embed_rtf=…``.
@@ -42,7 +53,6 @@ import itertools
 import json
 import os
 import platform
-import resource
 import sys
 import tempfile
 import time
@@ -51,15 +61,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vidpipe.encoders.pipeline import encode_attempt, write_frame_index
+from common import Sample, bare_ffmpeg, busy_warning, timed
 
 from vidpipe import __version__
 from vidpipe.encoders import fingerprint as fp
+from vidpipe.encoders.encode import encode_ladder
 from vidpipe.encoders.ladder import plan_ladder
 from vidpipe.encoders.probe import probe
-from vidpipe.encoders.transcode import OutputLayout
 from vidpipe.infra.ffmpeg import ffmpeg_exe
+from vidpipe.infra.ingest import ingest_file
 from vidpipe.infra.settings import load_ladder, load_settings
+from vidpipe.infra.storage import LocalStorage, local_folder
 from vidpipe.models import loader
 from vidpipe.models.deepfake import DeepfakeOptions, check
 from vidpipe.models.detect import DetectOptions, detect
@@ -74,11 +86,15 @@ class SourceWatch:
 
     def __init__(self, source: Path) -> None:
         self.source = str(source.resolve())
+        self.names = {str(source), str(source.absolute()), self.source}  # cheap to test
         self.ffmpeg_reads: list[list[str]] = []
         self.python_opens = 0
         self.av_opens = 0
         self.phase = "setup"
         self.by_phase: dict[str, int] = {}
+
+    def _count(self) -> None:
+        self.by_phase[self.phase] = self.by_phase.get(self.phase, 0) + 1
 
     def _hook(self, event: str, args: tuple[Any, ...]) -> None:
         if event == "subprocess.Popen":
@@ -89,14 +105,14 @@ class SourceWatch:
             )
             if reads:
                 self.ffmpeg_reads.append(argv)
-                self.by_phase[self.phase] = self.by_phase.get(self.phase, 0) + 1
+                self._count()
         elif (
             event == "open"
             and isinstance(args[0], (str, bytes, os.PathLike))
-            and os.fsdecode(args[0]) == self.source
+            and os.fsdecode(args[0]) in self.names
         ):
             self.python_opens += 1
-            self.by_phase[self.phase] = self.by_phase.get(self.phase, 0) + 1
+            self._count()
 
     def install(self) -> None:
         sys.addaudithook(self._hook)  # cannot be removed: the watch lasts the process
@@ -105,9 +121,9 @@ class SourceWatch:
         real_open = av.open
 
         def counting_open(file: Any, *args: Any, **kwargs: Any) -> Any:
-            if isinstance(file, (str, os.PathLike)) and os.fsdecode(file) == self.source:
+            if isinstance(file, (str, os.PathLike)) and os.fsdecode(file) in self.names:
                 self.av_opens += 1
-                self.by_phase[self.phase] = self.by_phase.get(self.phase, 0) + 1
+                self._count()
             return real_open(file, *args, **kwargs)
 
         av.open = counting_open  # probe calls av.open through the module: it sees this
@@ -118,8 +134,6 @@ class SourceWatch:
 
 def make_input(path: Path, seconds: float) -> None:
     """Faces, then people, then a test pattern, 1920x1080 30 fps, with a sine track."""
-    import subprocess
-
     q = seconds / 4
     zidane = loader.packaged_file("ultralytics", "assets", "zidane.jpg")
     bus = loader.packaged_file("ultralytics", "assets", "bus.jpg")
@@ -130,7 +144,7 @@ def make_input(path: Path, seconds: float) -> None:
         f"zoompan=z='1+0.1*on/({q}*30)':d=1:s=1920x1080:fps=30[b];"
         f"[2:v]format=yuv420p[c];[a][b][c]concat=n=3:v=1[v]"
     )
-    argv = [
+    bare_ffmpeg([
         ffmpeg_exe(), "-hide_banner", "-nostdin", "-y", "-loglevel", "error",
         "-loop", "1", "-framerate", "30", "-t", f"{q:g}", "-i", str(zidane),
         "-loop", "1", "-framerate", "30", "-t", f"{q:g}", "-i", str(bus),
@@ -139,10 +153,7 @@ def make_input(path: Path, seconds: float) -> None:
         "-filter_complex", graph, "-map", "[v]", "-map", "3:a",
         "-c:v", "libx264", "-preset", "ultrafast", "-crf", "18", "-pix_fmt", "yuv420p",
         "-c:a", "aac", "-b:a", "128k", "-t", f"{seconds:g}", str(path),
-    ]  # fmt: skip
-    proc = subprocess.run(argv, capture_output=True, check=False)
-    if proc.returncode != 0:
-        raise SystemExit(f"making the input failed:\n{proc.stderr.decode()[-2000:]}")
+    ])  # fmt: skip
 
 
 # --------------------------------------------------------------------------- stages
@@ -154,50 +165,14 @@ class StageTiming:
     cold_seconds: float  # wall, first call in the process (imports + model load + work)
     warm_seconds: float  # wall, second call (work only)
     warm_cpu_seconds: float  # user + sys of this process during the warm call
-    other_load: float | None  # share of all CPUs other processes used during the warm call
+    other_load: float  # share of all CPUs other processes used during the warm call
     rtf: float  # warm seconds / video seconds
     summary: str
-
-
-def _cpu_seconds() -> float:
-    total = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        usage = resource.getrusage(who)
-        total += usage.ru_utime + usage.ru_stime
-    return total
-
-
-def _machine_busy_seconds() -> float | None:
-    """CPU seconds the whole machine has been busy (all processes); Linux only."""
-    try:
-        with open("/proc/stat") as fh:
-            fields = [int(x) for x in fh.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-@dataclass(frozen=True)
-class _Run:
-    wall: float
-    cpu: float
-    other: float | None
-    result: Any
-
-
-def _time(fn: Callable[[], Any]) -> _Run:
-    busy0, cpu0, t0 = _machine_busy_seconds(), _cpu_seconds(), time.perf_counter()
-    out = fn()
-    wall, cpu, busy1 = time.perf_counter() - t0, _cpu_seconds() - cpu0, _machine_busy_seconds()
-    other = None
-    if busy0 is not None and busy1 is not None and wall > 0:
-        other = min(1.0, max(0.0, (busy1 - busy0 - cpu) / (wall * (os.cpu_count() or 1))))
-    return _Run(wall, cpu, other, out)
+    problem: str  # why the stage's result is not what it should be; "" when fine
 
 
 def run_stages(
-    frames_dir: Path, video_seconds: float, device: str, threads: int = 0
+    frames_dir: Path, video_seconds: float, frame_count: int, device: str, threads: int = 0
 ) -> list[StageTiming]:
     dev: Any = device
     transcript = [
@@ -207,9 +182,10 @@ def run_stages(
 
     def embed_stage() -> Any:
         labels = [s.label for s in detections.labels] or ["nothing"]
-        vectors = embed_texts([*labels, *transcript], EmbedOptions(device=dev, cpu_threads=threads))
+        texts = [*labels, *transcript]
+        vectors = embed_texts(texts, EmbedOptions(device=dev, cpu_threads=threads))
         images = embed_images(frames_dir)
-        return len(vectors), images.status.status
+        return len(texts), len(vectors), images.status.status
 
     stages: dict[str, Callable[[], Any]] = {
         "detect": lambda: detect(frames_dir, DetectOptions(device=dev, cpu_threads=threads)),
@@ -221,14 +197,14 @@ def run_stages(
     out: list[StageTiming] = []
     detections: Any = None
     for name, fn in stages.items():
-        cold = _time(fn)
-        warm = _time(fn)
+        cold = timed(fn)
+        warm = timed(fn)
         if name == "detect":
-            detections = warm.result
+            detections = warm.value
         out.append(
             StageTiming(
-                name, cold.wall, warm.wall, warm.cpu, warm.other, warm.wall / video_seconds,
-                _describe(name, warm.result),
+                name, cold.wall, warm.wall, warm.cpu, warm.others, warm.wall / video_seconds,
+                _describe(name, warm.value), _problem(name, warm.value, frame_count),
             )
         )  # fmt: skip
     return out
@@ -243,22 +219,40 @@ def _describe(name: str, result: Any) -> str:
         return f"{result.status.status}: {result.faces_found} faces, {len(result.tracks)} tracks"
     if name == "fingerprint":
         return f"{len(result.frames)} hashes, {sum(f.flat for f in result.frames)} flat"
-    return f"{result[0]} texts embedded, images {result[1]}"
+    return f"{result[1]} texts embedded, images {result[2]}"
+
+
+def _problem(name: str, result: Any, frame_count: int) -> str:
+    """What is wrong with a stage's result on this input; "" when it did its job."""
+    if name in ("detect", "safety") and not result.status.ok:
+        return f"status {result.status.status}: {result.status.reason}"
+    if name in ("detect", "safety", "deepfake") and result.frame_count != frame_count:
+        return f"read {result.frame_count} of {frame_count} frames"
+    if name == "deepfake" and result.faces_found == 0:
+        return "no faces found (the clip opens on zidane.jpg's two faces)"
+    if name == "fingerprint" and len(result.frames) != frame_count:
+        return f"{len(result.frames)} hashes for {frame_count} frames"
+    if name == "embed" and result[1] != result[0]:
+        return f"{result[1]} vectors for {result[0]} texts"
+    return ""
 
 
 # --------------------------------------------------------------------------- main
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=20.0, help="input length, seconds")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     ap.add_argument(
         "--cpu-threads", type=int, default=0, help="CPU threads per stage; 0 = library defaults"
     )
     ap.add_argument("--preset", default="veryfast", help="x264 preset for the ladder")
+    ap.add_argument("--smoke", action="store_true", help="8 s clip, ultrafast, one round")
     ap.add_argument("--json", type=Path, help="also write the figures here")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.seconds, args.preset = 8.0, "ultrafast"
 
     with tempfile.TemporaryDirectory(prefix="vidpipe-bench-vision-") as tmp:
         root = Path(tmp)
@@ -267,29 +261,37 @@ def main() -> None:
         watch = SourceWatch(source)
         watch.install()
 
+        settings = load_settings(data_dir=str(root / "data"), encode={"preset": args.preset})
+        storage = LocalStorage(root / "data")
+        watch.phase = "ingest"
+        src = ingest_file(source, storage)
+
         watch.phase = "probe"
-        settings = load_settings(data_dir=root / "data", encode={"preset": args.preset})
         info = probe(source, settings.limits)
         plan = plan_ladder(info, load_ladder(settings.encode.ladder), settings.encode.fps_cap)
 
-        watch.phase = "transcode"
-        out = root / "attempt"
+        watch.phase = "ladder"
         t0 = time.perf_counter()
-        encode_attempt(source, info, plan, settings, out)
-        frames_dir = OutputLayout(out).frames_dir
-        frame_count = write_frame_index(frames_dir)
-        transcode_seconds = time.perf_counter() - t0
+        ladder = encode_ladder(src, info, plan, settings, storage)
+        ladder_seconds = time.perf_counter() - t0
+        if ladder.frames_index is None:
+            raise SystemExit("FAIL: the ladder sampled no frames (its frames_index is None)")
+        folder = f"videos/{src.video_id}/{ladder.frames_index.rsplit('/', 1)[0]}"
+        frames_dir = local_folder(storage, folder)
 
         watch.phase = "vision"
-        stages = run_stages(frames_dir, info.duration_seconds, args.device, args.cpu_threads)
+        stages = run_stages(
+            frames_dir, info.duration_seconds, ladder.frame_count, args.device, args.cpu_threads
+        )
 
     decode_passes = len(watch.ffmpeg_reads)
     vision_opens = watch.by_phase.get("vision", 0)
     print(f"vidpipe {__version__} · {platform.processor() or platform.machine()} · "
           f"{os.cpu_count()} cpus · python {platform.python_version()}")  # fmt: skip
     print(
-        f"input {info.duration_seconds:.1f} s 1920x1080; ladder {[r.name for r in plan.video]}; "
-        f"transcode {transcode_seconds:.1f} s; {frame_count} frames sampled"
+        f"input {info.duration_seconds:.1f} s 1920x1080; ladder {[r.name for r in plan.video]}, "
+        f"preset {args.preset}; encode_ladder {ladder_seconds:.1f} s (ffmpeg "
+        f"{ladder.encode_wall_seconds:.1f} s); {ladder.frame_count} frames sampled"
     )
     print(
         f"source opens: ffmpeg decode passes {decode_passes}, PyAV probe opens "
@@ -298,32 +300,38 @@ def main() -> None:
     head = ("stage", "cold s", "warm s", "cpu s", "others", "ms/frame", "RTF")
     print(f"{head[0]:<12}" + "".join(f"{h:>9}" for h in head[1:]) + "  result")
     for s in stages:
-        other = f"{s.other_load:.0%}" if s.other_load is not None else "n/a"
-        per_frame = 1000 * s.warm_seconds / max(1, frame_count)
+        per_frame = 1000 * s.warm_seconds / max(1, ladder.frame_count)
         print(
             f"{s.name:<12}{s.cold_seconds:>9.2f}{s.warm_seconds:>9.2f}{s.warm_cpu_seconds:>9.2f}"
-            f"{other:>9}{per_frame:>9.1f}{s.rtf:>9.4f}  {s.summary}"
+            f"{s.other_load:>9.0%}{per_frame:>9.1f}{s.rtf:>9.4f}  {s.summary}"
         )
+    busy_warning([Sample(s.warm_seconds, s.warm_cpu_seconds, s.other_load) for s in stages])
     if args.json:
         args.json.write_text(
             json.dumps(
                 {
                     "video_seconds": info.duration_seconds,
-                    "frames": frame_count,
+                    "frames": ladder.frame_count,
                     "decode_passes": decode_passes,
                     "probe_opens": watch.av_opens,
                     "vision_source_opens": vision_opens,
-                    "transcode_seconds": transcode_seconds,
+                    "ladder_seconds": ladder_seconds,
                     "stages": [s.__dict__ for s in stages],
                 },
                 indent=2,
             )
         )
+    problems = [f"{s.name}: {s.problem}" for s in stages if s.problem]
+    if decode_passes != 1:
+        problems.append(f"the source was decoded {decode_passes} times, not once")
     if vision_opens:
-        print(f"FAIL: vision stages opened the source {vision_opens} times")
+        problems.append(f"vision stages opened the source {vision_opens} times")
+    for p in problems:
+        print(f"FAIL: {p}")
     rtf = " ".join(f"{s.name}_rtf={s.rtf:.4f}" for s in stages)
     print(f"RESULT decode_passes={decode_passes} {rtf}")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -26,6 +26,7 @@ import psutil
 import yaml
 
 from vidpipe.flows.server import free_port
+from vidpipe.infra.catalog import stop_embedded
 from vidpipe.infra.ingest import SourceRef, ingest_file
 from vidpipe.infra.settings import load_settings
 from vidpipe.infra.storage import open_storage
@@ -146,6 +147,7 @@ class LocalService:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 raise AssertionError("vidpipe up did not stop within 90 s of Ctrl-C") from None
+        stop_embedded(self.data_dir)  # this test process's own use of the catalog
         try:
             wait_for(lambda: not processes_naming(str(self.root)), 20, "", every=0.5)
         except AssertionError:
@@ -167,6 +169,13 @@ class LocalService:
 
         with self.api(), get_client(sync_client=True) as client:
             return fn(client)
+
+    def events(self, name: str) -> list[Any]:
+        """The events called ``name`` that the service's API has kept, newest first."""
+        from prefect.events.filters import EventFilter, EventNameFilter
+
+        found = self.call(lambda c: c.read_events(EventFilter(event=EventNameFilter(name=[name]))))
+        return list(found.events)
 
     def flow_runs(self, flow_name: str, run_name: str | None = None) -> list[Any]:
         from prefect.client.schemas.filters import (

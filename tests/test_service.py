@@ -12,6 +12,7 @@ stages have tests of their own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -121,6 +122,14 @@ def test_upload_event_runs_once_and_show_agrees_with_the_ui(svc: LocalService) -
     assert child.work_pool_name == "vidpipe-gpu" and done.work_pool_name == "vidpipe-cpu"
     assert child.parent_task_run_id is not None, "the stage's run is a subflow of its video's"
 
+    def slots_held() -> list[Any]:
+        return [e for e in svc.events("prefect.concurrency-limit.acquired")
+                if e.resource.get("prefect.resource.name") == "gpu-slots"
+                and any(r.id == f"prefect.flow-run.{child.id}" for r in e.related)]  # fmt: skip
+
+    held = wait_for(slots_held, 30, "the GPU stage to hold a gpu-slots slot while it ran")
+    assert len(held) == 1, held
+
     # `vidpipe show` and the UI tell the same story.
     pub = Published(svc.data_dir, src.video_id)
     check_published(pub)
@@ -191,7 +200,7 @@ def test_lost_gpu_node_crashes_then_resumes_with_only_the_unfinished_stage(
     parent finished come back Cached; identical content; nothing of the dead run runs on."""
     source = _clip(tmp_path, "lost.mp4", 20, seed=80)
     src = svc.store(source)
-    postgres_before = {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"}
+    postgres_before = _postmasters()
     svc.announce(src)
     parent = _the_run(svc, src.video_id)
     child = _encoding(svc, src.video_id)
@@ -220,11 +229,22 @@ def test_lost_gpu_node_crashes_then_resumes_with_only_the_unfinished_stage(
     parent_probes = [t for t in svc.task_runs(parent.id) if t.name.startswith("probe-")]
     assert len(parent_probes) == 1 and parent_probes[0].state.name == "Completed"
 
+    postgres_after = _postmasters()
+    assert postgres_after <= postgres_before, "a run started a PostgreSQL of its own"
     pub = Published(svc.data_dir, src.video_id)
     check_published(pub)
     assert media_hashes(pub) == _reference(tmp_path, source)
-    postgres_after = {p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"}
-    assert postgres_after <= postgres_before, "a run started a PostgreSQL of its own"
+
+
+def _postmasters() -> set[int]:
+    """PostgreSQL servers running (their backends are postgres processes too)."""
+    found = set()
+    for proc in psutil.process_iter(["name", "ppid"]):
+        with contextlib.suppress(psutil.Error):
+            parent = psutil.Process(proc.info["ppid"]).name()
+            if proc.info["name"] == "postgres" and parent != "postgres":
+                found.add(proc.pid)
+    return found
 
 
 def test_two_runs_of_one_video_on_two_workers_one_does_the_work(

@@ -45,6 +45,15 @@ try {
   await page.screenshot({ path: join(outDir, 'report.png'), fullPage: true });
 } catch (err) {
   process.stderr.write(`prefect_ui.mjs: ${err && err.stack ? err.stack : err}\n`);
+  try {  // what the page showed instead, for whoever reads the failure
+    const page = browser && browser.contexts()[0] && browser.contexts()[0].pages()[0];
+    if (page) {
+      process.stderr.write(`at ${page.url()}:\n${(await page.locator('body').innerText()).slice(0, 3000)}\n`);
+      await page.screenshot({ path: join(outDir, 'failure.png'), fullPage: true });
+    }
+  } catch (inner) {
+    process.stderr.write(`prefect_ui.mjs: no failure screenshot: ${inner}\n`);
+  }
 } finally {
   if (browser) await browser.close();
 }

@@ -283,7 +283,7 @@ def list_videos(
     config_file: ConfigOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """List videos in the catalog, newest first."""
+    """List videos in the catalog, the most recently changed first."""
     try:
         with _catalog(_settings(config_file, data_dir)) as catalog:
             videos = catalog.list_videos(status=status, limit=limit)

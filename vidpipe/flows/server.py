@@ -133,6 +133,7 @@ def prefect_server(
     """Start ``prefect server start`` with its state in ``home``; yields the API URL."""
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port(host)
+    url = f"http://{host}:{port}/api"
     child_env = (
         os.environ
         | {
@@ -140,6 +141,9 @@ def prefect_server(
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_ENABLED": "true" if ui else "false",
             "PREFECT_API_URL": "",
+            # The UI's browser code calls this API; left alone it assumes port 4200.
+            "PREFECT_UI_API_URL": url,
+            "PREFECT_UI_URL": url.removesuffix("/api"),
         }
         | (env or {})
     )
@@ -152,7 +156,6 @@ def prefect_server(
         start_new_session=True,
         preexec_fn=die_with_parent,
     )
-    url = f"http://{host}:{port}/api"
     try:
         wait_healthy(url, proc, timeout_seconds)
         yield url

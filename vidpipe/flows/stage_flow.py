@@ -6,6 +6,12 @@ source's sha256, the video id, the parent's settings) and finds what the
 stage reads the way the parent would: every upstream stage is a cache hit,
 its result read from the shared result storage. The stage's own result lands
 there too, and the parent picks it up the same way.
+
+While its stage runs (not while it finds the upstream results), the child
+holds one slot of the ``gpu-slots`` global concurrency limit
+(``pipeline.gpu_slots``), leased: Prefect renews the lease while the run
+lives, and a node that vanishes frees its slot when the lease runs out.
+Without that limit on the server, the stage runs unbounded and says so.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from contextlib import nullcontext
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.concurrency.sync import concurrency
 
 from vidpipe.flows import report
 from vidpipe.flows.stages import STAGES, StageRunner, refuse_endless_retries, stage_args, upstream
@@ -61,7 +68,11 @@ def run_stage(
     for name in upstream(stage):
         if STAGES[name].enabled(settings):
             done[name] = runner.run(name, *stage_args(name, src, settings, done))
-    with report.transcode_progress(video_id) if stage == "ladder" else nullcontext():
+    pipeline = settings.pipeline
+    slot = concurrency(pipeline.gpu_slots, occupy=1, strict=False,
+                       lease_duration=pipeline.gpu_slot_lease_seconds)  # fmt: skip
+    progress = report.transcode_progress(video_id) if stage == "ladder" else nullcontext()
+    with slot, progress:
         runner.run(stage, *stage_args(stage, src, settings, done, live))
     cached = runner.timings[stage].cached
     log.info("%s of %s: %s", stage, video_id, "cached" if cached else "done")

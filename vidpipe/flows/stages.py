@@ -32,7 +32,7 @@ from prefect.context import TaskRunContext
 from pydantic import BaseModel
 
 from vidpipe.flows import record
-from vidpipe.infra.errors import InternalError, TransientError
+from vidpipe.infra.errors import ConfigError, InternalError, TransientError
 from vidpipe.infra.ingest import SourceRef
 from vidpipe.infra.settings import Settings, load_ladder, options_hash, output_options
 from vidpipe.infra.storage import open_storage
@@ -226,7 +226,15 @@ class StageRunner:
     def _remote(self, name: str) -> bool:
         from prefect.runtime import deployment
 
-        return name in self.settings.pipeline.stage_deployments and deployment.id is not None
+        if name not in self.settings.pipeline.stage_deployments or deployment.id is None:
+            return False
+        if not STAGES[name].gpu:
+            gpu = ", ".join(n for n, s in STAGES.items() if s.gpu)
+            raise ConfigError(
+                f"pipeline.stage_deployments names {name!r}, which does not run on the GPU "
+                f"pool; GPU-capable stages: {gpu}"
+            )
+        return True
 
     def _run_child(self, name: str, src: SourceRef, live: bool) -> None:
         from prefect.deployments import run_deployment

@@ -375,6 +375,17 @@ class PipelineSettings(_Section):
     stage_deployment: str = runtime(
         "run-stage/gpu", description="The deployment that runs one stage (configs/service.yaml)."
     )
+    gpu_slots: str = runtime(
+        "gpu-slots",
+        min_length=1,
+        description="The global concurrency limit a stage's child run holds a slot of while "
+        "it runs (configs/service.yaml); its lease frees the slot of a vanished node.",
+    )
+    gpu_slot_lease_seconds: float = runtime(
+        300, ge=30, le=3600,
+        description="A slot's lease; renewed while the stage runs, freed this long after its "
+        "holder vanished.",
+    )  # fmt: skip
     child_redrive_seconds: float = runtime(
         600,
         ge=0,

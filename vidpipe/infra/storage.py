@@ -157,7 +157,17 @@ class LocalStorage(Storage):
         return path
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        """Remove ``key`` and the folders it leaves empty: as in a bucket, a folder exists
+        only while something is in it."""
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        for folder in path.parents:
+            if folder == self.root or not folder.is_relative_to(self.root):
+                break
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or already gone, or racing a writer): keep it
+                break
 
 
 class S3Storage(Storage):

@@ -12,7 +12,9 @@ visual search) report ``unavailable`` and the reason; they never return
 vectors from another model. No package on the registries this project
 reaches ships CLIP-family weights (``IMAGE_WEIGHTS_SEARCHED`` lists what was
 looked inside), so the default is ``unavailable``; on a machine with a
-checkpoint, set ``image_model`` and ``image_weights``.
+checkpoint, set ``embed.image_weights`` (the architecture is
+``EmbedOptions.image_model``, ViT-B-32). The embeddings stage does not embed
+frames yet, so only ``vidpipe search`` reads ``image_weights`` today.
 """
 
 from __future__ import annotations

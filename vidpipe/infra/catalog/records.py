@@ -162,7 +162,7 @@ class SeenLabel:
 
 @dataclass(frozen=True)
 class SafetyVerdict:
-    check_name: str  # "deepfake", "nudity", ...
+    check_name: str  # "safety", "deepfake"
     status: Literal["ok", "unavailable", "error"]  # did the check run (models.vision.Status)
     verdict: str | None  # the check's own word: "ok", "flagged", "no_faces"; None if it did not run
     score: float | None = None  # 0..1
