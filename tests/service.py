@@ -174,7 +174,9 @@ class LocalService:
         """The events called ``name`` that the service's API has kept, newest first."""
         from prefect.events.filters import EventFilter, EventNameFilter
 
-        found = self.call(lambda c: c.read_events(EventFilter(event=EventNameFilter(name=[name]))))
+        found = self.call(
+            lambda c: c.read_events(EventFilter(event=EventNameFilter(name=[name])), limit=50)
+        )
         return list(found.events)
 
     def flow_runs(self, flow_name: str, run_name: str | None = None) -> list[Any]:

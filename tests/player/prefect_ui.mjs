@@ -32,7 +32,12 @@ try {
   facts.run_name = (await name.textContent()).trim();
   await page.screenshot({ path: join(outDir, 'flow-run.png'), fullPage: true });
 
-  await page.goto(`${ui}/runs/flow-run/${runId}?tab=Artifacts`, { waitUntil: 'networkidle' });
+  // The run page's tabs (Logs, Task Runs, Subflow Runs, Artifacts, ...): click, as a person would.
+  const tab = page.getByRole('tab', { name: 'Artifacts', exact: true })
+    .or(page.getByRole('button', { name: 'Artifacts', exact: true }))
+    .or(page.getByText('Artifacts', { exact: true }))
+    .first();
+  await tab.click();
   const card = page.getByText(reportKey, { exact: true }).first();
   await card.waitFor();
   facts.report_listed = true;
