@@ -240,12 +240,13 @@ def _video_codec_args(job: TranscodeJob) -> list[str]:
             "-strict_gop", "1", "-no-scenecut", "1",
         ]  # fmt: skip
     else:
-        # Sliced threads keep x264 bit-exact from run to run: frame threads with VBV are
-        # not, and a re-encode must publish the bytes an uninterrupted run would have.
         codec = ["-c:v", "libx264", "-preset", enc.preset, "-profile:v", "high"]
-        codec += ["-sc_threshold", "0", "-x264-params", "sliced-threads=1"]
-    if enc.threads:
-        codec += ["-threads", str(enc.threads)]
+        codec += ["-sc_threshold", "0"]
+        if enc.threads:
+            # x264 threads per rung. 1 keeps x264 bit-exact from run to run, so a re-encode
+            # publishes the bytes an uninterrupted run would have: its threaded rate control
+            # (VBV) is not, with frame threads or sliced ones (EncodeSettings.threads).
+            codec += ["-threads", str(enc.threads)]
     return codec + common
 
 

@@ -113,7 +113,16 @@ class EncodeSettings(_Section):
     fps_cap: float = Field(60, gt=0, le=240, description="Output frame rate never exceeds this.")
     maxrate_factor: float = Field(1.07, ge=1.0, le=3.0, description="VBV maxrate / bitrate.")
     bufsize_factor: float = Field(2.0, ge=0.5, le=4.0, description="VBV bufsize / bitrate.")
-    threads: int = Field(0, ge=0, le=256, description="ffmpeg -threads; 0 lets it decide.")
+    threads: int = Field(
+        1,
+        ge=0,
+        le=256,
+        description=(
+            "x264 threads per rung; 1 is bit-exact (a re-encode publishes the same bytes) and, "
+            "with every rung's encoder on a thread of its own, as fast as more threads on a "
+            "few cores; 0 lets x264 decide (faster on many cores, not bit-exact)."
+        ),
+    )
 
 
 class ThumbnailSettings(_Section):
