@@ -95,7 +95,11 @@ class LocalService:
     @classmethod
     @contextlib.contextmanager
     def running(
-        cls, root: Path, env: dict[str, str] | None = None, service_file: Path | None = None
+        cls,
+        root: Path,
+        env: dict[str, str] | None = None,
+        service_file: Path | None = None,
+        workers: bool = True,
     ) -> Iterator[LocalService]:
         root.mkdir(parents=True, exist_ok=True)
         home = root / "home"
@@ -108,6 +112,8 @@ class LocalService:
                 "--port", str(port), "--upload-port", str(upload_port)]  # fmt: skip
         if service_file is not None:
             argv += ["--service", str(service_file)]
+        if not workers:
+            argv.append("--no-workers")
         log = root / "up.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(argv, env=child_env, stdout=out, stderr=subprocess.STDOUT,
@@ -245,20 +251,37 @@ class LocalService:
         with self.api():
             emit_completed(SimpleNamespace(sha256=src.sha256), uri)  # type: ignore[arg-type]
 
-    def start_worker(self, pool: str, name: str) -> subprocess.Popen[bytes]:
-        """Another worker on ``pool``, as a new node would bring; stopped with the service."""
-        path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"  # `prefect` for the command
-        env = self.env | {"PREFECT_API_URL": self.api_url, "VIDPIPE_DATA_DIR": str(self.data_dir),
-                          "PATH": path}  # fmt: skip
-        env |= yaml.safe_load(self.service_file.read_text())["worker_env"]
-        with (self.data_dir / "logs" / f"worker-{name}.log").open("ab") as log:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool,
-                 "--type", "process", "--name", name],
-                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+    def start_worker(
+        self, pool: str, name: str, host: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Another worker on ``pool`` (``vidpipe worker``), as a new node would bring; stopped
+        with the service. ``host``: a root of its own, for its data dir and HOME, as on
+        another machine; it reaches the service only through its API, catalog and storage."""
+        root = host or self.root
+        home = root / "home"
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        home.mkdir(parents=True, exist_ok=True)
+        env = self.env | {"PREFECT_API_URL": self.api_url, "HOME": str(home),
+                          "PREFECT_HOME": str(home / ".prefect"),
+                          "VIDPIPE_DATABASE_URL": self.database_url}  # fmt: skip
+        logs = self.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "vidpipe.flows.cli", "worker", "--pool", pool,
+                "--name", name, "--data-dir", str(root / "data"),
+                "--service", str(self.service_file)]  # fmt: skip
+        with (logs / f"worker-{name}.log").open("ab") as log:
+            worker = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)  # fmt: skip
         self.extra_workers.append(worker)
         return worker
+
+    @property
+    def database_url(self) -> str:
+        """The catalog's DSN, as ``vidpipe up`` prints it."""
+        for line in self.log.read_text().splitlines():
+            if line.startswith("VIDPIPE_DATABASE_URL="):
+                return line.removeprefix("VIDPIPE_DATABASE_URL=").strip()
+        raise AssertionError(f"vidpipe up did not print its DSN:\n{self.log_text()}")
 
     def run_processes(self, flow_run_id: str | UUID) -> list[psutil.Process]:
         """The processes executing one flow run (``PREFECT__FLOW_RUN_ID`` in their env)."""

@@ -101,3 +101,20 @@ def test_running_out_of_memory_is_not_the_uploads_fault() -> None:
     assert not issubclass(OutputInvalid, UploadRejected) and issubclass(
         OutputInvalid, InternalError
     )
+
+
+def test_a_worker_without_the_service_says_what_to_set(tmp_path: Path) -> None:
+    """``vidpipe worker`` joins a service: without its API or its catalog it refuses, exit 2,
+    naming the variable to set; an unknown pool is named with the ones there are."""
+    base = {"PREFECT_API_URL": "", "VIDPIPE_DATABASE_URL": ""}
+    args = ("worker", "--pool", "vidpipe-gpu", "--data-dir", str(tmp_path))
+    no_api = run_cli(*args, env=base)
+    assert no_api.returncode == 2 and "PREFECT_API_URL is not set" in no_api.stderr
+    api = base | {"PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    no_db = run_cli(*args, env=api)
+    assert no_db.returncode == 2 and "VIDPIPE_DATABASE_URL is not set" in no_db.stderr
+    known = api | {"VIDPIPE_DATABASE_URL": "postgresql://vidpipe@db.invalid/vidpipe"}
+    unknown = run_cli("worker", "--pool", "vidpipe-tpu", env=known)
+    assert unknown.returncode == 2, unknown.stderr
+    assert "no work pool 'vidpipe-tpu'" in unknown.stderr and "vidpipe-gpu" in unknown.stderr
+    assert not list(tmp_path.iterdir()), "a refused worker made its data dir"

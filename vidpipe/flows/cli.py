@@ -8,60 +8,34 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
 from vidpipe.flows.serve import serve
-from vidpipe.infra.errors import InternalError, PermanentError, one_line
+from vidpipe.flows.service_cli import deploy, up, worker
+from vidpipe.flows.terminal import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERNAL,
+    ConfigOpt,
+    DataDirOpt,
+    bad_input,
+    catalog_for,
+    console,
+    human_bytes,
+    out,
+    plain,
+    say_error,
+    settings_for,
+)
+from vidpipe.infra.errors import InternalError, PermanentError
 from vidpipe.infra.runtime import apply_defaults
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-console = Console(stderr=True)
-# Wide enough for the summary when stdout is a pipe or a CI log.
-out = Console(width=None if sys.stdout.isatty() else 160, soft_wrap=True)
-
-EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def plain(value: object) -> Text:
-    """``value`` as literal text: never read as rich markup, control characters escaped.
-
-    Error messages and table cells hold user-controlled strings (file names,
-    transcripts); none of them may style, move or clear the terminal.
-    """
-    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
-    return Text(text.replace("\n", " ").strip() if "\n" in text else text)
-
-
-def say_error(exc: BaseException | str, prefix: str = "error") -> None:
-    """One line on stderr: ``error: what is wrong and what to do``.
-
-    An exception is said as :func:`one_line` says it, the line its flow run's
-    state carries in the Prefect UI.
-    """
-    if isinstance(exc, BaseException):
-        line = one_line(exc)
-    else:
-        line = f"{prefix}: {exc.strip().splitlines()[0] if exc.strip() else prefix}"
-    head, _, rest = line.partition(": ")
-    console.print(Text(f"{head}: ", style="red") + plain(rest), highlight=False, soft_wrap=True)
-
-
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
 
 
 def _summary(result: Any) -> Table:
@@ -78,7 +52,7 @@ def _summary(result: Any) -> Table:
             res,
             r.codecs,
             str(r.segments),
-            _human_bytes(r.bytes),
+            human_bytes(r.bytes),
             f"{r.average_kbps:.0f}",
             f"{r.peak_kbps:.0f}",
         )
@@ -246,34 +220,10 @@ def _submit(
             return
         state, message = submit.wait(run, wait)
     except PermanentError as exc:
-        raise _bad_input(exc) from None
+        raise bad_input(exc) from None
     out.print(f"{run.flow_run_name}: {state}" + (f"  {message}" if message else ""))
     if state != "Completed":
         raise typer.Exit(EXIT_BAD_INPUT if message.startswith("error:") else EXIT_INTERNAL)
-
-
-def _settings(config_file: Path | None, data_dir: Path | None) -> Any:
-    from vidpipe.infra.settings import load_settings
-
-    return load_settings(config_file, data_dir=str(data_dir) if data_dir else None)
-
-
-def _catalog(settings: Any) -> Any:
-    from vidpipe.infra.catalog import open_catalog
-
-    return open_catalog(settings.database_url, settings.data_dir)
-
-
-def _bad_input(exc: PermanentError) -> typer.Exit:
-    if isinstance(exc, InternalError):
-        say_error(exc)
-        return typer.Exit(EXIT_INTERNAL)
-    say_error(exc)
-    return typer.Exit(EXIT_BAD_INPUT)
-
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML override file.")]
-DataDirOpt = Annotated[Path | None, typer.Option(help="Data directory (default ./vidpipe-data).")]
 
 
 @app.command("ls")
@@ -285,10 +235,10 @@ def list_videos(
 ) -> None:
     """List videos in the catalog, the most recently changed first."""
     try:
-        with _catalog(_settings(config_file, data_dir)) as catalog:
+        with catalog_for(settings_for(config_file, data_dir)) as catalog:
             videos = catalog.list_videos(status=status, limit=limit)
     except PermanentError as exc:
-        raise _bad_input(exc) from None
+        raise bad_input(exc) from None
     table = Table(title=f"{len(videos)} videos", title_justify="left")
     for col in ("id", "status", "kind", "duration s", "published attempt", "updated"):
         table.add_column(col)
@@ -313,10 +263,10 @@ def show(
 ) -> None:
     """Facts, renditions, stages with their cost, safety verdicts and top labels of a video."""
     try:
-        with _catalog(_settings(config_file, data_dir)) as catalog:
+        with catalog_for(settings_for(config_file, data_dir)) as catalog:
             details = catalog.show(video_id)
     except PermanentError as exc:
-        raise _bad_input(exc) from None
+        raise bad_input(exc) from None
     if details is None:
         say_error(f"no video {video_id!r} in the catalog; see vidpipe ls")
         raise typer.Exit(EXIT_BAD_INPUT)
@@ -324,7 +274,7 @@ def show(
     out.print(
         f"[bold]{v.id}[/bold]  {v.status}  {v.kind or ''}  "
         f"{(v.duration_seconds or 0):.2f} s  sha256 {v.source_sha256[:16]}…  "
-        f"{_human_bytes(v.size_bytes)}"
+        f"{human_bytes(v.size_bytes)}"
     )
     if v.error:
         out.print(Text("last error: ", style="red") + plain(v.error))
@@ -340,7 +290,7 @@ def show(
                 r.codecs,
                 f"{r.average_kbps:.0f}",
                 f"{r.peak_kbps:.0f}",
-                _human_bytes(r.bytes),
+                human_bytes(r.bytes),
             )
         out.print(table)
     stages = Table(title="stages", title_justify="left")
@@ -396,11 +346,11 @@ def search(
     try:
         from vidpipe.models.search import search as search_videos
 
-        settings = _settings(config_file, data_dir)
-        with _catalog(settings) as catalog:
+        settings = settings_for(config_file, data_dir)
+        with catalog_for(settings) as catalog:
             result = search_videos(catalog, query, settings, limit=limit, label=label)
     except PermanentError as exc:
-        raise _bad_input(exc) from None
+        raise bad_input(exc) from None
     table = Table(title=f"{len(result.hits)} hits for {query!r}", title_justify="left")
     for col in ("score", "video", "at", "why", "match"):
         table.add_column(col)
@@ -451,8 +401,8 @@ def reprocess(
     from vidpipe.flows import reprocessing
 
     try:
-        settings = _settings(config_file, data_dir)
-        with _catalog(settings) as catalog:
+        settings = settings_for(config_file, data_dir)
+        with catalog_for(settings) as catalog:
             videos = reprocessing.select(
                 catalog, video_ids or [], all_videos=all_videos, status=status, since=since
             )
@@ -460,7 +410,7 @@ def reprocess(
             rungs = tuple(r.strip() for r in (renditions or "").split(",") if r.strip())
             plans = [reprocessing.plan(catalog, settings, v, forced, rungs) for v in videos]
     except PermanentError as exc:
-        raise _bad_input(exc) from None
+        raise bad_input(exc) from None
     table = Table(title=f"plan for {len(plans)} videos", title_justify="left")
     for col in ("video", "stage", "recorded", "now", "action"):
         table.add_column(col)
@@ -478,7 +428,7 @@ def reprocess(
             carried = read_yaml(config_file) if config_file else None
             submitted = reprocessing.submit_all(plans, settings, carried)
         except PermanentError as exc:
-            raise _bad_input(exc) from None
+            raise bad_input(exc) from None
         for r in submitted:
             out.print(f"{r.video_id}: {plain(r.detail)}")
         out.print(f"{len(submitted)} runs submitted")
@@ -519,60 +469,12 @@ def config(
     try:
         out.print(load_settings(config_file).to_yaml(), highlight=False)
     except PermanentError as exc:
-        raise _bad_input(exc) from None
+        raise bad_input(exc) from None
 
 
 app.command()(serve)  # vidpipe serve: the upload service (vidpipe/flows/serve.py)
-
-
-@app.command()
-def up(
-    port: Annotated[int, typer.Option(help="Prefect API and UI port.")] = 4200,
-    upload_port: Annotated[int, typer.Option(help="Upload service (tus) port.")] = 8080,
-    service_file: Annotated[
-        Path | None, typer.Option("--service", help="Service YAML (default configs/service.yaml).")
-    ] = None,
-    config_file: ConfigOpt = None,
-    data_dir: DataDirOpt = None,
-) -> None:
-    """Run the whole service here: Prefect server and UI on the embedded PostgreSQL, a CPU and
-    a GPU work pool with a worker each, deployments and triggers, the upload service."""
-    from vidpipe.flows.up import run_until_stopped, service
-
-    try:
-        settings = _settings(config_file, data_dir)
-        with service(
-            settings, port=port, upload_port=upload_port, config=config_file,
-            service_file=service_file,
-        ) as svc:  # fmt: skip
-            out.print(f"[green]vidpipe is up[/green]  UI {svc.ui_url}  uploads {svc.upload_url}")
-            out.print(f"PREFECT_API_URL={svc.api_url}   (Ctrl-C stops everything)")
-            run_until_stopped()
-    except PermanentError as exc:
-        raise _bad_input(exc) from None
-    out.print("vidpipe is down")
-
-
-@app.command()
-def deploy(
-    service_file: Annotated[
-        Path | None, typer.Option("--service", help="Service YAML (default configs/service.yaml).")
-    ] = None,
-) -> None:
-    """Apply the work pools, limits, deployments, triggers and automations of the service
-    to the Prefect API at PREFECT_API_URL (a self-hosted server, or Prefect Cloud)."""
-    from prefect.settings import get_current_settings
-
-    from vidpipe.flows.service import apply_service, load_service
-
-    if not get_current_settings().api.url:
-        say_error("PREFECT_API_URL is not set; point it at the Prefect API to deploy to")
-        raise typer.Exit(EXIT_BAD_INPUT)
-    try:
-        for line in apply_service(load_service(service_file)):
-            out.print(plain(line))
-    except PermanentError as exc:
-        raise _bad_input(exc) from None
+for command in (up, deploy, worker):  # vidpipe/flows/service_cli.py
+    app.command()(command)
 
 
 def main() -> None:

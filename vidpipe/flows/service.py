@@ -110,14 +110,18 @@ def deployment_name(spec: DeploymentSpec) -> str:
     return f"{_flow(spec).name}/{spec.name}"
 
 
-def apply_service(spec: ServiceSpec, env: dict[str, str] | None = None) -> list[str]:
-    """Make the Prefect API match ``spec``; returns a line per object applied."""
+def apply_service(spec: ServiceSpec) -> list[str]:
+    """Make the Prefect API match ``spec``; returns a line per object applied.
+
+    A pool's job template carries ``worker_env`` only: where a host keeps its data
+    and finds the catalog is that host's worker's own environment (``flows/worker.py``).
+    """
     from prefect.client.orchestration import get_client
 
     done: list[str] = []
     with get_client(sync_client=True) as client:
         for pool in spec.work_pools:
-            done.append(_apply_pool(client, pool, spec.worker_env | (env or {})))
+            done.append(_apply_pool(client, pool, spec.worker_env))
         for limit in spec.concurrency_limits:
             client.upsert_global_concurrency_limit_by_name(
                 limit.name, limit.limit, slot_decay_per_second=limit.slot_decay_per_second

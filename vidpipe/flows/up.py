@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import signal
 import subprocess
@@ -38,6 +37,7 @@ from vidpipe.flows.server import (
     stop_groups,
 )
 from vidpipe.flows.service import apply_service, load_service
+from vidpipe.flows.worker import worker_argv, worker_env
 from vidpipe.infra.settings import Settings
 
 PREFECT_DATABASE = "prefect"
@@ -114,8 +114,12 @@ def service(
     upload_port: int = 8080,
     config: Path | None = None,
     service_file: Path | None = None,
+    workers: bool = True,
 ) -> Iterator[Service]:
-    """Bring the service up; yields where it listens; takes it all down on exit."""
+    """Bring the service up; yields where it listens; takes it all down on exit.
+
+    ``workers=False`` is the control host of a cluster: server, deployments and
+    uploads here, every worker elsewhere (``vidpipe worker``)."""
     from vidpipe.infra.catalog import ready_dsn, stop_embedded
 
     become_subreaper()  # a run's engine, orphaned by its worker, stays ours to stop
@@ -129,23 +133,14 @@ def service(
             data / ".prefect", port=port, ui=True,
             env={"PREFECT_API_DATABASE_CONNECTION_URL": db_url},
         ) as api:  # fmt: skip
-            bin_dir = str(Path(sys.executable).parent)  # the venv's, activated or not
-            env = os.environ | {
-                "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
-                "PREFECT_API_URL": api,
-                "VIDPIPE_DATA_DIR": str(data),
-                "VIDPIPE_DATABASE_URL": dsn,
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            }
             spec = load_service(service_file)
+            env = worker_env(spec, api, data, dsn)
             with _api(api):
-                apply_service(spec, env={"VIDPIPE_DATA_DIR": str(data),
-                                         "VIDPIPE_DATABASE_URL": dsn})  # fmt: skip
+                apply_service(spec)
             children = [
-                _child([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool.name,
-                        "--type", pool.type, "--name", f"{pool.name}-local"],
-                       env | spec.worker_env, logs / f"worker-{pool.name}.log")
-                for pool in spec.work_pools
+                _child(worker_argv(pool, f"{pool.name}-local"), env,
+                       logs / f"worker-{pool.name}.log")
+                for pool in (spec.work_pools if workers else ())
             ]  # fmt: skip
             serve = [sys.executable, "-m", "vidpipe.flows.cli", "serve", "--port", str(upload_port)]
             serve += ["--data-dir", str(data)] + (["--config", str(config)] if config else [])
