@@ -37,7 +37,7 @@ T = TypeVar("T")
 
 
 def fast_service_file(dest: Path, heartbeat_seconds: int = 30, silence_seconds: int = 60) -> Path:
-    """configs/service.yaml with the missing-heartbeat window shortened.
+    """configs/service.yaml with the missing-heartbeat window shortened, no schedules.
 
     Production: heartbeats every 30 s (Prefect's minimum), Crashed after 90 s
     of silence. A test waits 60 s (two missed beats) instead; the mechanism is the same.
@@ -47,6 +47,10 @@ def fast_service_file(dest: Path, heartbeat_seconds: int = 30, silence_seconds: 
     for automation in spec["automations"]:
         if automation.get("posture") == "Proactive":
             automation["within_seconds"] = silence_seconds
+    for deployment in spec["deployments"]:
+        # Tests start reconcile themselves; a scheduled run would race theirs (and remove
+        # the orphan a test planted before the test's own run could report it).
+        deployment.pop("interval_seconds", None)
     dest.write_text(yaml.safe_dump(spec, sort_keys=False))
     return dest
 

@@ -7,14 +7,12 @@ from typing import Annotated
 import typer
 
 from vidpipe.flows.terminal import (
-    EXIT_BAD_INPUT,
     ConfigOpt,
     DataDirOpt,
     ServiceOpt,
     bad_input,
     out,
     plain,
-    say_error,
     settings_for,
 )
 from vidpipe.infra.errors import PermanentError
@@ -55,14 +53,11 @@ def deploy(
 ) -> None:
     """Apply the work pools, limits, deployments, triggers and automations of the service
     to the Prefect API at PREFECT_API_URL (a self-hosted server, or Prefect Cloud)."""
-    from prefect.settings import get_current_settings
-
     from vidpipe.flows.service import apply_service, load_service
+    from vidpipe.flows.submit import require_api
 
-    if not get_current_settings().api.url:
-        say_error("PREFECT_API_URL is not set; point it at the Prefect API to deploy to")
-        raise typer.Exit(EXIT_BAD_INPUT)
     try:
+        require_api("PREFECT_API_URL is not set; point it at the Prefect API to deploy to")
         for line in apply_service(load_service(service_file)):
             out.print(plain(line))
     except PermanentError as exc:

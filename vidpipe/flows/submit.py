@@ -33,16 +33,16 @@ class Submitted:
     url: str  # the run in the Prefect UI
 
 
-def require_api() -> str:
-    """The Prefect API to submit to; a clear error when there is none."""
+def require_api(
+    missing: str = "--submit needs the service: set PREFECT_API_URL (vidpipe up prints it), "
+    "or drop --submit to process here",
+) -> str:
+    """The Prefect API to talk to; ``missing`` (what to do) when PREFECT_API_URL is unset."""
     from prefect.settings import get_current_settings
 
     url = get_current_settings().api.url
     if not url:
-        raise ConfigError(
-            "--submit needs the service: set PREFECT_API_URL (vidpipe up prints it), "
-            "or drop --submit to process here"
-        )
+        raise ConfigError(missing)
     return url
 
 

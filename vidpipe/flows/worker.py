@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from vidpipe.flows.service import ServiceSpec, WorkPoolSpec
+from vidpipe.flows.submit import require_api
 from vidpipe.infra.errors import ConfigError
 from vidpipe.infra.settings import Settings
 
@@ -59,15 +60,11 @@ def default_name(pool: str) -> str:
 
 def run_worker(spec: ServiceSpec, pool_name: str, settings: Settings, name: str | None) -> None:
     """Become the worker (``exec``): its signals, SIGTERM included, are Prefect's to handle."""
-    from prefect.settings import get_current_settings
-
     pool = pool_spec(spec, pool_name)
-    api_url = get_current_settings().api.url
-    if not api_url:
-        raise ConfigError(
-            "PREFECT_API_URL is not set; point it at the service's API "
-            "(vidpipe up prints it, e.g. http://control-host:4200/api)"
-        )
+    api_url = require_api(
+        "PREFECT_API_URL is not set; point it at the service's API "
+        "(vidpipe up prints it, e.g. http://control-host:4200/api)"
+    )
     if not settings.database_url:
         raise ConfigError(
             "VIDPIPE_DATABASE_URL is not set; a worker's runs write the service's shared "
