@@ -49,7 +49,8 @@ from vidpipe.encoders.probe import probe
 from vidpipe.encoders.transcode import TranscodeJob, build_transcode_argv, prepare_dirs
 from vidpipe.infra.ffmpeg import ffmpeg_exe
 from vidpipe.infra.ingest import ingest_file
-from vidpipe.infra.settings import Settings, load_ladder, load_settings
+from vidpipe.infra.ladders import load_ladder
+from vidpipe.infra.settings import Settings, load_settings
 from vidpipe.infra.storage import LocalStorage
 
 TARGET_AB_WALL = 1.00

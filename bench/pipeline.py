@@ -45,7 +45,8 @@ from vidpipe.encoders.ladder import plan_ladder
 from vidpipe.encoders.probe import probe
 from vidpipe.flows.server import prefect_server
 from vidpipe.infra.ffmpeg import ffmpeg_exe
-from vidpipe.infra.settings import load_ladder, load_settings
+from vidpipe.infra.ladders import load_ladder
+from vidpipe.infra.settings import load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 JFK = REPO / "tests" / "data" / "jfk.wav"

@@ -70,7 +70,8 @@ from vidpipe.encoders.ladder import plan_ladder
 from vidpipe.encoders.probe import probe
 from vidpipe.infra.ffmpeg import ffmpeg_exe
 from vidpipe.infra.ingest import ingest_file
-from vidpipe.infra.settings import load_ladder, load_settings
+from vidpipe.infra.ladders import load_ladder
+from vidpipe.infra.settings import load_settings
 from vidpipe.infra.storage import LocalStorage, local_folder
 from vidpipe.models import loader
 from vidpipe.models.deepfake import DeepfakeOptions, check

@@ -6,7 +6,7 @@ import pytest
 
 from vidpipe.encoders.ladder import output_fps, plan_ladder
 from vidpipe.encoders.probe import AudioStreamInfo, VideoInfo, VideoStreamInfo
-from vidpipe.infra.settings import load_ladder
+from vidpipe.infra.ladders import load_ladder
 
 LADDER = load_ladder("default")
 STEREO = AudioStreamInfo(1, "aac", 2, 48000, "stereo", 10.0, skipped_packets=0)

@@ -14,7 +14,8 @@ from vidpipe.encoders.probe import probe
 from vidpipe.encoders.publish import build_manifest, publish, withdraw_live
 from vidpipe.infra.errors import AttemptVanished
 from vidpipe.infra.ingest import ingest_file
-from vidpipe.infra.settings import load_ladder, load_settings
+from vidpipe.infra.ladders import load_ladder
+from vidpipe.infra.settings import load_settings
 from vidpipe.infra.storage import LocalStorage
 
 pytestmark = pytest.mark.slow

@@ -18,10 +18,11 @@ from PIL import Image
 
 from vidpipe.infra.errors import ConfigError
 from vidpipe.models import loader
+from vidpipe.models import nudenet as N
 from vidpipe.models import safety as S
 
-BREAST = S.NUDENET_LABELS.index("FEMALE_BREAST_EXPOSED")
-COVERED = S.NUDENET_LABELS.index("FEMALE_BREAST_COVERED")
+BREAST = N.NUDENET_LABELS.index("FEMALE_BREAST_EXPOSED")
+COVERED = N.NUDENET_LABELS.index("FEMALE_BREAST_COVERED")
 W, H = 640, 360  # frame size; NudeNet pads it to 640x640 then sees 320x320
 
 
@@ -29,7 +30,7 @@ def head(
     boxes: Sequence[tuple[int, float, tuple[float, float, float, float]]], anchors: int = 64
 ) -> np.ndarray:
     """A raw ``(4+18)×A`` NudeNet head holding ``boxes`` = (class, score, frame-fraction box)."""
-    out = np.zeros((4 + len(S.NUDENET_LABELS), anchors), np.float32)
+    out = np.zeros((4 + len(N.NUDENET_LABELS), anchors), np.float32)
     scale = 320 / max(W, H)
     for i, (cls, score, (x1, y1, x2, y2)) in enumerate(boxes):
         cx, cy = (x1 + x2) / 2 * W * scale, (y1 + y2) / 2 * H * scale
@@ -53,9 +54,9 @@ def frames_of(
     options = options or S.SafetyOptions()
     out = []
     for i, (d, c) in enumerate(zip(detector, classifier, strict=True)):
-        boxes = S.decode_boxes(
+        boxes = N.decode_boxes(
             head([(cls, d, box)] if d > 0 else []),
-            S.NUDENET_LABELS,
+            N.NUDENET_LABELS,
             (W, H),
             320,
             options.min_box_score,
@@ -86,7 +87,7 @@ def tier(detector: Sequence[float], classifier: Sequence[float | None], **kw: An
 
 
 def test_decode_boxes_maps_back_to_the_padded_frame() -> None:
-    (box,) = S.decode_boxes(head([(BREAST, 0.9, BIG)]), S.NUDENET_LABELS, (W, H), 320, 0.2, 0.45)
+    (box,) = N.decode_boxes(head([(BREAST, 0.9, BIG)]), N.NUDENET_LABELS, (W, H), 320, 0.2, 0.45)
     assert box.label == "FEMALE_BREAST_EXPOSED" and box.score == pytest.approx(0.9)
     np.testing.assert_allclose(box.box, BIG, atol=1e-5)
     assert box.area == pytest.approx(0.12, abs=1e-4)
@@ -94,14 +95,18 @@ def test_decode_boxes_maps_back_to_the_padded_frame() -> None:
 
 def test_decode_boxes_keeps_one_of_overlapping_boxes_and_drops_weak_anchors() -> None:
     raw = head([(BREAST, 0.9, BIG), (BREAST, 0.8, (0.31, 0.3, 0.6, 0.7)), (BREAST, 0.1, TINY)])
-    boxes = S.decode_boxes(raw, S.NUDENET_LABELS, (W, H), 320, 0.2, 0.45)
+    boxes = N.decode_boxes(raw, N.NUDENET_LABELS, (W, H), 320, 0.2, 0.45)
     assert [round(b.score, 2) for b in boxes] == [0.9]
 
 
-def test_class_maxima_still_counts_an_anchor_for_its_top_class_only() -> None:
-    out = np.zeros((1, 7, 2), np.float32)
-    out[0, 4:, 0] = [0.9, 0.5, 0.0]
-    np.testing.assert_allclose(S.class_maxima(out, 3), [[0.9, 0.0, 0.0]])
+def test_decode_boxes_counts_an_anchor_for_its_top_class_only() -> None:
+    raw = head([(BREAST, 0.9, BIG), (COVERED, 0.7, (0.0, 0.0, 0.2, 0.2))])
+    raw[4 + COVERED, 0] = 0.85  # anchor 0's runner-up class: not a box of its own
+    boxes = N.decode_boxes(raw, N.NUDENET_LABELS, (W, H), 320, 0.2, 0.45)
+    assert [(b.label, round(b.score, 2)) for b in boxes] == [
+        ("FEMALE_BREAST_EXPOSED", 0.9),
+        ("FEMALE_BREAST_COVERED", 0.7),
+    ]
 
 
 # ---------------------------------------------------------------- must flag

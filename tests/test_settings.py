@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from vidpipe.infra.errors import ConfigError
-from vidpipe.infra.settings import load_ladder, load_settings, storage_overrides
+from vidpipe.infra.ladders import load_ladder
+from vidpipe.infra.settings import load_settings, storage_overrides
 
 
 def test_defaults_come_from_default_yaml() -> None:

@@ -209,16 +209,6 @@ def test_safety_flags_frames_of_a_counted_class(tmp_path: Path) -> None:
     assert stricter.verdict == "ok" and stricter.max_score == pytest.approx(result.max_score)
 
 
-def test_safety_counts_an_anchor_only_for_its_top_class() -> None:
-    # 2 frames, 4 + 3 classes, 3 anchors
-    out = np.zeros((2, 7, 3), np.float32)
-    out[0, 4:, 0] = [0.9, 0.5, 0.0]  # anchor 0: class 0 wins; its 0.5 for class 1 does not count
-    out[0, 4:, 1] = [0.1, 0.7, 0.0]  # anchor 1: class 1
-    out[1, 4:, 2] = [0.0, 0.0, 0.3]
-    maxima = safety.class_maxima(out, 3)
-    np.testing.assert_allclose(maxima, [[0.9, 0.7, 0.0], [0.0, 0.0, 0.3]])
-
-
 def test_safety_refuses_unknown_classes(people_frames: Path) -> None:
     with pytest.raises(ConfigError, match="unknown classes"):
         safety.screen(people_frames, safety.SafetyOptions(explicit=("NOT_A_CLASS",)))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from vidpipe.encoders.probe import VideoInfo
-from vidpipe.infra.settings import Ladder
+from vidpipe.infra.ladders import Ladder
 
 # Standard rates a measured average snaps to when it is within 0.5 %.
 _STANDARD_FPS = (

@@ -204,7 +204,7 @@ def _submit(
     """``process --submit``: the original to storage, a run of the service for it."""
     from vidpipe.flows import submit
     from vidpipe.flows.process_video import build_settings
-    from vidpipe.infra.settings import deep_merge, read_yaml
+    from vidpipe.infra.config import deep_merge, read_yaml
 
     try:
         submit.require_api()
@@ -422,7 +422,7 @@ def reprocess(
         out.print(f"dry run: {sum(p.runs for p in plans)} of {len(plans)} videos would run")
         return
     if submit:
-        from vidpipe.infra.settings import read_yaml
+        from vidpipe.infra.config import read_yaml
 
         try:
             carried = read_yaml(config_file) if config_file else None

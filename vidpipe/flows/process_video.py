@@ -54,7 +54,8 @@ from vidpipe.infra.errors import (
     one_line,
 )
 from vidpipe.infra.ingest import SourceRef, stored_source
-from vidpipe.infra.settings import Settings, load_ladder, load_settings, storage_overrides
+from vidpipe.infra.ladders import load_ladder
+from vidpipe.infra.settings import Settings, load_settings, storage_overrides
 from vidpipe.infra.storage import Storage, open_storage
 from vidpipe.tasks.common import results_here
 from vidpipe.tasks.ingest import ingest

@@ -17,8 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from vidpipe.infra.config import CONFIG_DIR
 from vidpipe.infra.errors import ConfigError
-from vidpipe.infra.settings import CONFIG_DIR
 
 SERVICE_FILE = CONFIG_DIR / "service.yaml"
 

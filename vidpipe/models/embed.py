@@ -31,7 +31,6 @@ from vidpipe.infra.errors import ConfigError, import_failure
 from vidpipe.models import loader
 from vidpipe.models.vision import OK, StageStatus, batches, load_rgb, read_index
 
-STAGE_VERSION = "1"
 # Packages downloaded and looked inside for CLIP-family weights (none ships any):
 IMAGE_WEIGHTS_SEARCHED = (
     "open-clip-torch 3.3.0 (code; fetches weights from the HF hub)",
