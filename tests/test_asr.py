@@ -17,8 +17,9 @@ import pytest
 
 from tests.conftest import JFK_WAV, ffmpeg
 from vidpipe.infra.errors import ConfigError, InvalidMedia
+from vidpipe.infra.transcript import Transcript
 from vidpipe.models import asr, whisper_weights
-from vidpipe.models.asr import AsrOptions, Transcript
+from vidpipe.models.asr import AsrOptions
 
 JFK = JFK_WAV
 JFK_LEAD_SECONDS = 3.0

@@ -11,7 +11,7 @@ import pytest
 import webvtt
 
 from vidpipe.encoders import captions
-from vidpipe.models.asr import Segment, Transcript, Word
+from vidpipe.infra.transcript import Segment, Transcript, Word
 
 VTT_TIMING = re.compile(
     r"^(\d{2,}):(\d{2}):(\d{2})\.(\d{3}) --> (\d{2,}):(\d{2}):(\d{2})\.(\d{3})$"

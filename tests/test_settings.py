@@ -74,3 +74,19 @@ def test_out_option() -> None:
         storage_overrides("s3://")
     with pytest.raises(ConfigError, match="only a directory"):
         storage_overrides("gs://bucket")
+
+
+def test_a_models_options_take_every_field_its_section_shares() -> None:
+    from vidpipe.infra.config import options_from
+    from vidpipe.models.asr import AsrOptions
+    from vidpipe.models.safety import SafetyOptions
+
+    s = load_settings(safety={"threshold": 0.7, "combine": "either", "enabled": False},
+                      transcribe={"language": "de", "beam_size": 2})  # fmt: skip
+    safety = options_from(SafetyOptions, s.safety)
+    assert (safety.threshold, safety.combine) == (0.7, "either")
+    assert safety.nms_iou == SafetyOptions().nms_iou  # not in the section: the model's default
+    asr = options_from(AsrOptions, s.transcribe)
+    assert (asr.language, asr.beam_size, asr.model) == ("de", 2, s.transcribe.model)
+    with pytest.raises(ConfigError, match="combine"):
+        options_from(SafetyOptions, s.safety, combine="sometimes")

@@ -1,9 +1,8 @@
 """Caption files from transcript segments: WebVTT, SRT, transcript.json, HLS playlist.
 
-Plain functions over anything shaped like ``vidpipe.models.asr.Segment`` and
-``Transcript`` (this module sits below ``models/`` and never imports it, nor
-torch or whisper). Cue times are whole milliseconds; every cue has text and
-ends strictly after it starts.
+Plain functions over ``vidpipe.infra.transcript.Transcript`` (this module sits
+below ``models/`` and never imports it, nor torch or whisper). Cue times are
+whole milliseconds; every cue has text and ends strictly after it starts.
 """
 
 from __future__ import annotations
@@ -12,10 +11,10 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import m3u8
 import webvtt
@@ -25,52 +24,10 @@ from vidpipe.infra.ingest import SourceRef
 from vidpipe.infra.outputs import StoredFile, upload_tree
 from vidpipe.infra.scratch import scratch_dir
 from vidpipe.infra.storage import Storage
+from vidpipe.infra.transcript import Segment, Transcript
 
 MPEGTS_CLOCK_HZ = 90_000
 _MPEGTS_WRAP = 1 << 33  # PTS is a 33-bit counter
-
-
-class WordLike(Protocol):
-    @property
-    def start(self) -> float: ...
-    @property
-    def end(self) -> float: ...
-    @property
-    def text(self) -> str: ...
-    @property
-    def probability(self) -> float: ...
-
-
-class SegmentLike(Protocol):
-    @property
-    def start(self) -> float: ...
-    @property
-    def end(self) -> float: ...
-    @property
-    def text(self) -> str: ...
-    @property
-    def avg_logprob(self) -> float: ...
-    @property
-    def no_speech_prob(self) -> float: ...
-    @property
-    def words(self) -> Sequence[WordLike]: ...
-
-
-class TranscriptLike(Protocol):
-    @property
-    def language(self) -> str | None: ...
-    @property
-    def language_probability(self) -> float: ...
-    @property
-    def engine(self) -> str: ...
-    @property
-    def model(self) -> str: ...
-    @property
-    def duration_seconds(self) -> float: ...
-    @property
-    def no_speech(self) -> bool: ...
-    @property
-    def segments(self) -> Sequence[SegmentLike]: ...
 
 
 @dataclass(frozen=True)
@@ -80,7 +37,7 @@ class Cue:
     text: str  # one line, never empty
 
 
-def cues(segments: Iterable[SegmentLike]) -> list[Cue]:
+def cues(segments: Iterable[Segment]) -> list[Cue]:
     """Segments as cues: whitespace collapsed, empty ones dropped, end > start (ms)."""
     out: list[Cue] = []
     for s in segments:
@@ -111,7 +68,7 @@ def timestamp_map(mpegts_offset_90k: int) -> str:
     return f"X-TIMESTAMP-MAP=MPEGTS:{mpegts_offset_90k},LOCAL:00:00:00.000"
 
 
-def to_webvtt(segments: Iterable[SegmentLike], *, mpegts_offset_90k: int | None = None) -> str:
+def to_webvtt(segments: Iterable[Segment], *, mpegts_offset_90k: int | None = None) -> str:
     """WebVTT text: ``WEBVTT``, then (for HLS) an ``X-TIMESTAMP-MAP`` line, then the cues.
 
     ``mpegts_offset_90k`` is the MPEG-TS presentation time (90 kHz ticks) that
@@ -128,7 +85,7 @@ def to_webvtt(segments: Iterable[SegmentLike], *, mpegts_offset_90k: int | None 
     return str(vtt.content)
 
 
-def to_srt(segments: Iterable[SegmentLike]) -> str:
+def to_srt(segments: Iterable[Segment]) -> str:
     """SubRip text: numbered cues from 1, ``HH:MM:SS,mmm`` times, blank line between.
 
     Written here, not by webvtt-py: its SRT writer drops anything shaped like a
@@ -141,10 +98,10 @@ def to_srt(segments: Iterable[SegmentLike]) -> str:
     return "\n".join(blocks)
 
 
-def transcript_dict(transcript: TranscriptLike, *, words: bool = True) -> dict[str, Any]:
+def transcript_dict(transcript: Transcript, *, words: bool = True) -> dict[str, Any]:
     """The transcript.json document (times in seconds); ``words`` only where present."""
 
-    def segment(s: SegmentLike) -> dict[str, Any]:
+    def segment(s: Segment) -> dict[str, Any]:
         out: dict[str, Any] = {
             "start": s.start,
             "end": s.end,
@@ -170,7 +127,7 @@ def transcript_dict(transcript: TranscriptLike, *, words: bool = True) -> dict[s
     }
 
 
-def to_transcript_json(transcript: TranscriptLike) -> str:
+def to_transcript_json(transcript: Transcript) -> str:
     """``transcript_dict`` as indented UTF-8 JSON text."""
     return json.dumps(transcript_dict(transcript), ensure_ascii=False, indent=2) + "\n"
 
@@ -205,7 +162,7 @@ class CaptionFiles:
 
 
 def write_captions(
-    transcript: TranscriptLike,
+    transcript: Transcript,
     out_dir: Path,
     *,
     mpegts_offset_90k: int | None = None,
@@ -283,7 +240,7 @@ def captions_stage(
     storage: Storage,
     work_dir: Path,
     out: str,
-    transcribe: Callable[[Path], TranscriptLike],
+    transcribe: Callable[[Path], Transcript],
 ) -> Captions:
     """Transcribe the attempt's 16 kHz audio with ``transcribe``; store captions under ``out``.
 

@@ -218,11 +218,11 @@ class _Run:
                              f"{base}/{ladder.poster}" if ladder.poster else None)  # fmt: skip
         self._analyse(ladder)
         update_manifest(self.storage, self._manifest(ladder))
-        report.publish_report(
+        report.publish_report(report.RunReport(
             src.video_id, ladder, published.master_url,
             {n: t.to_dict() for n, t in self.timings.items()}, self.results,
             self.extra.get("fingerprint", {}).get("near_duplicates", []), self.errors,
-        )  # fmt: skip
+        ))  # fmt: skip
         if self.errors:
             first = next(iter(self.errors.values()))
             raise self._first_error or RuntimeError(first)

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -97,16 +98,24 @@ def publish_links(video_id: str, master_url: str, poster_url: str | None) -> Non
                                               key=_key(video_id, "poster")))  # fmt: skip
 
 
-def markdown(
-    video_id: str,
-    ladder: LadderResult,
-    master_url: str,
-    stages: dict[str, dict[str, Any]],
-    results: dict[str, Any],
-    near_duplicates: list[dict[str, Any]],
-    errors: dict[str, str],
-) -> str:
+@dataclass(frozen=True)
+class RunReport:
+    """What the report of one video's run says."""
+
+    video_id: str
+    ladder: LadderResult
+    master_url: str
+    stages: dict[str, dict[str, Any]]  # name -> StageTiming.to_dict()
+    results: dict[str, Any]  # name -> the stage's typed result
+    near_duplicates: list[dict[str, Any]]
+    errors: dict[str, str]  # stage name -> why it failed
+
+
+def markdown(report: RunReport) -> str:
     """The run's report, as markdown."""
+    video_id, ladder, master_url = report.video_id, report.ladder, report.master_url
+    stages, results, errors = report.stages, report.results, report.errors
+    near_duplicates = report.near_duplicates
     lines = [f"# {video_id}", "", f"master: [{master_url}]({master_url})", ""]
     if ladder.renditions:
         lines += ["| rendition | resolution | codecs | segments | avg kbps | peak kbps |",
@@ -143,21 +152,14 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
-def publish_report(
-    video_id: str,
-    ladder: LadderResult,
-    master_url: str,
-    stages: dict[str, dict[str, Any]],
-    results: dict[str, Any],
-    near_duplicates: list[dict[str, Any]],
-    errors: dict[str, str],
-) -> None:
+def publish_report(report: RunReport) -> None:
     """The markdown report and the detections table, as artifacts of this run."""
     if not _in_a_run():
         return
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    body = markdown(video_id, ladder, master_url, stages, results, near_duplicates, errors)
+    video_id, results = report.video_id, report.results
+    body = markdown(report)
     what = f"vidpipe report of {video_id}"
     _quietly(lambda: create_markdown_artifact(body, key=_key(video_id, "report"),
                                               description=what))  # fmt: skip

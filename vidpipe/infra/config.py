@@ -11,8 +11,9 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -102,3 +103,13 @@ def options_hash(*parts: BaseModel | dict[str, Any] | str) -> str:
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+Options = TypeVar("Options")
+
+
+def options_from(cls: type[Options], section: BaseModel, **values: Any) -> Options:
+    """A model's options (a dataclass): its defaults, with every field its settings section
+    also has (same name, same meaning) taken from the section; ``values`` convert the rest."""
+    names = {f.name for f in fields(cls)} & set(type(section).model_fields)  # type: ignore[arg-type]
+    return cls(**{name: getattr(section, name) for name in names} | values)

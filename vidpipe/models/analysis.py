@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
+from vidpipe.infra.config import options_from
 from vidpipe.infra.ingest import SourceRef
 from vidpipe.infra.outputs import Report, store_json
 from vidpipe.infra.scratch import scratch_dir
@@ -35,21 +36,27 @@ def _store(
         return store_json(storage, f"videos/{source.video_id}", f"{out}.json", data, tmp)
 
 
+Result = TypeVar("Result", Detections, SafetyResult, DeepfakeResult)
+
+
+def _reported(
+    result: Result, storage: Storage, settings: Settings, source: SourceRef, out: str
+) -> Report[Result]:
+    """The whole result in ``{out}.json``; the report keeps it without the per-frame data."""
+    file = _store(storage, settings, source, out, result.to_dict())
+    return Report(replace(result, frames=()), file)
+
+
 def detections_stage(
     source: SourceRef, frames_index: str, settings: Settings, storage: Storage, out: str
 ) -> Report[Detections]:
     """Objects in every sampled frame, and how long each label is on screen."""
     from vidpipe.models.detect import detect
 
-    d = settings.detect
-    options = replace(
-        DetectOptions(), model=d.model, confidence=d.confidence, min_frames=d.min_frames,
-        min_frame_fraction=d.min_frame_fraction, iou=d.iou, batch_size=d.batch_size,
-        image_size_px=d.image_size_px, device=d.device, label_map=tuple(d.label_map.items()),
-    )  # fmt: skip
-    result = detect(local_folder(storage, _frames_folder(source, frames_index)), options)
-    file = _store(storage, settings, source, out, result.to_dict())
-    return Report(replace(result, frames=()), file)
+    label_map = tuple(settings.detect.label_map.items())
+    options = options_from(DetectOptions, settings.detect, label_map=label_map)
+    frames = local_folder(storage, _frames_folder(source, frames_index))
+    return _reported(detect(frames, options), storage, settings, source, out)
 
 
 def safety_stage(
@@ -58,18 +65,9 @@ def safety_stage(
     """The nudity verdict of the sampled frames."""
     from vidpipe.models.safety import screen
 
-    s = settings.safety
-    options = replace(
-        SafetyOptions(), model=s.model, threshold=s.threshold, review_threshold=s.review_threshold,
-        min_box_area=s.min_box_area, classifier=s.classifier, classifier_model=s.classifier_model,
-        classifier_threshold=s.classifier_threshold,
-        classifier_review_threshold=s.classifier_review_threshold, combine=s.combine,
-        window_frames=s.window_frames, min_flagged_frames=s.min_flagged_frames,
-        min_review_frames=s.min_review_frames, device=s.device,
-    )  # fmt: skip
-    result = screen(local_folder(storage, _frames_folder(source, frames_index)), options)
-    file = _store(storage, settings, source, out, result.to_dict())
-    return Report(replace(result, frames=()), file)
+    options = options_from(SafetyOptions, settings.safety)
+    frames = local_folder(storage, _frames_folder(source, frames_index))
+    return _reported(screen(frames, options), storage, settings, source, out)
 
 
 def deepfake_stage(
@@ -78,14 +76,9 @@ def deepfake_stage(
     """Faces in the sampled frames and, with a classifier configured, whether they are fake."""
     from vidpipe.models.deepfake import check
 
-    d = settings.deepfake
-    options = replace(
-        DeepfakeOptions(), classifier=d.classifier, face_detector=d.face_detector,
-        threshold=d.threshold, device=d.device,
-    )  # fmt: skip
-    result = check(local_folder(storage, _frames_folder(source, frames_index)), options)
-    file = _store(storage, settings, source, out, result.to_dict())
-    return Report(replace(result, frames=()), file)
+    options = options_from(DeepfakeOptions, settings.deepfake)
+    frames = local_folder(storage, _frames_folder(source, frames_index))
+    return _reported(check(frames, options), storage, settings, source, out)
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from vidpipe.infra.errors import (
     VidpipeError,
     import_failure,
 )
-from vidpipe.infra.settings import TranscribeSettings
+from vidpipe.infra.transcript import Segment, Transcript, Word
 from vidpipe.models import whisper_weights
 
 SAMPLE_RATE_HZ = 16000
@@ -102,50 +102,6 @@ class AsrOptions:
             raise ConfigError("model must not be empty")
         if self.engine == "openai-whisper" and self.compute_type not in ("auto", *_OPENAI_COMPUTE):
             raise ConfigError(f"openai-whisper runs float32 or float16, not {self.compute_type!r}")
-
-
-def options_from(t: TranscribeSettings) -> AsrOptions:
-    """The engine options of the ``transcribe`` settings section."""
-    return AsrOptions(
-        engine=t.engine, model=t.model, language=t.language, device=t.device,
-        compute_type=t.compute_type, beam_size=t.beam_size, vad=t.vad,
-        word_timestamps=t.word_timestamps, threads=t.threads,
-    )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Word:
-    start: float  # seconds from the start of the audio
-    end: float  # seconds
-    text: str  # as the model wrote it, usually with a leading space
-    probability: float  # 0..1
-
-
-@dataclass(frozen=True)
-class Segment:
-    start: float  # seconds from the start of the audio
-    end: float  # seconds, >= start
-    text: str  # stripped, never empty
-    avg_logprob: float  # mean token log probability, <= 0
-    no_speech_prob: float  # 0..1, the model's belief that the window held no speech
-    words: tuple[Word, ...] = ()  # empty unless word_timestamps
-
-
-@dataclass(frozen=True)
-class Transcript:
-    """Segments of one file, plus how they were made."""
-
-    language: str | None  # ISO 639-1; None when no speech was found and none was fixed
-    language_probability: float  # 0..1; 1.0 when fixed, 0.0 when nothing was detected
-    segments: tuple[Segment, ...]
-    engine: str
-    model: str  # the model option as given
-    duration_seconds: float  # length of the audio
-    no_speech: bool  # True when there are no segments
-
-    @property
-    def text(self) -> str:
-        return " ".join(s.text for s in self.segments)
 
 
 # ---------------------------------------------------------------- audio

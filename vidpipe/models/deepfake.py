@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from vidpipe.infra.errors import ConfigError, import_failure
+from vidpipe.infra.errors import ConfigError
 from vidpipe.models import loader
 from vidpipe.models.vision import (
     OK,
@@ -397,12 +397,9 @@ def check(frames_dir: Path, options: DeepfakeOptions = DeepfakeOptions()) -> Dee
     classifier_path: Path | None = None
     if options.classifier:
         classifier_path = loader.existing_file(options.classifier)
-        try:
-            session = loader.ort_session(classifier_path, options.device, options.cpu_threads)
-        except ImportError as exc:
-            raise import_failure(
-                "deepfake scoring needs onnxruntime", exc, loader.INSTALL_HINT
-            ) from exc
+        session = loader.ort_session(
+            classifier_path, options.device, options.cpu_threads, "deepfake scoring"
+        )
     net, detector = _face_net(options)
 
     found: list[tuple[FrameRef, np.ndarray]] = []  # frames with faces, boxes in pixels

@@ -18,7 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from vidpipe.infra.errors import ConfigError
+from vidpipe.infra.errors import ConfigError, import_failure
 from vidpipe.infra.outputs import sha256_file
 
 T = TypeVar("T")
@@ -127,11 +127,20 @@ def ort_providers(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def ort_session(path: Path, device: str, threads: int = 0) -> Any:
-    """A cached onnxruntime session for ``path``; ``threads`` 0 lets onnxruntime decide."""
+def ort_session(path: Path, device: str, threads: int = 0, needed_by: str = "") -> Any:
+    """A cached onnxruntime session for ``path``; ``threads`` 0 lets onnxruntime decide.
+
+    Without onnxruntime: the ``import_failure`` of ``needed_by`` (what cannot run
+    without it), or the ``ImportError`` itself when ``needed_by`` is empty.
+    """
 
     def build() -> Any:
-        import onnxruntime as ort
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            if not needed_by:
+                raise
+            raise import_failure(f"{needed_by} needs onnxruntime", exc, INSTALL_HINT) from exc
 
         opts = ort.SessionOptions()
         opts.log_severity_level = 3  # the packaged models warn about harmless initializers

@@ -56,7 +56,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from vidpipe.infra.errors import ConfigError, import_failure
+from vidpipe.infra.errors import ConfigError
 from vidpipe.models import loader, nsfw
 from vidpipe.models.nudenet import NUDENET_LABELS, PACKAGED_MODEL, PartBox, decode_boxes, preprocess
 from vidpipe.models.vision import OK, StageStatus, batches, load_bgr, read_index
@@ -337,12 +337,7 @@ def screen(frames_dir: Path, options: SafetyOptions = SafetyOptions()) -> Safety
     frames = read_index(frames_dir)
     started = time.perf_counter()
     path = loader.model_path(options.model, *PACKAGED_MODEL)
-    try:
-        session = loader.ort_session(path, options.device, options.cpu_threads)
-    except ImportError as exc:
-        raise import_failure(
-            "safety screening needs onnxruntime", exc, loader.INSTALL_HINT
-        ) from exc
+    session = loader.ort_session(path, options.device, options.cpu_threads, "safety screening")
     classifier: nsfw.Classifier | None = None
     classifier_status = StageStatus("unavailable", "safety.classifier is none")
     if options.classifier != "none":
