@@ -43,8 +43,10 @@ from vidpipe.models.vision import (
     FrameRef,
     StageStatus,
     batches,
+    box_iou,
     frame_durations,
     load_bgr,
+    nms,
     read_index,
 )
 
@@ -193,33 +195,6 @@ def _face_net(options: DeepfakeOptions) -> tuple[_Net, str]:
         return _Net(cv2.dnn.readNetFromONNX(str(path)), threading.Lock())
 
     return loader.cached(("faces", options.face_detector, str(path)), build), label
-
-
-def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
-    """Indices kept by greedy non-maximum suppression, best score first."""
-    order = list(np.argsort(-scores))
-    keep: list[int] = []
-    while order:
-        i = order.pop(0)
-        keep.append(int(i))
-        if not order:
-            break
-        rest = np.asarray(order)
-        ious = box_iou(boxes[i], boxes[rest])
-        order = [int(j) for j, o in zip(rest, ious, strict=True) if o < iou]
-    return keep
-
-
-def box_iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """IoU of one ``x1,y1,x2,y2`` box with each row of ``others``."""
-    x1 = np.maximum(box[0], others[:, 0])
-    y1 = np.maximum(box[1], others[:, 1])
-    x2 = np.minimum(box[2], others[:, 2])
-    y2 = np.minimum(box[3], others[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    return np.asarray(inter / np.maximum(area + areas - inter, 1e-9))
 
 
 def centerface_decode(

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from vidpipe.models.vision import nms
+
 PACKAGED_MODEL = ("nudenet", "320n.onnx")
 
 # Output order of nudenet's 320n.onnx (nudenet/nudenet.py, ``__labels``).
@@ -88,8 +90,6 @@ def decode_boxes(
     frame (``frame_size`` = width, height); the frame was padded at the bottom
     right to a square before being resized to ``input_size``.
     """
-    from vidpipe.models.deepfake import nms
-
     n = len(class_names)
     scores = head[4 : 4 + n, :]
     best = scores.max(axis=0)

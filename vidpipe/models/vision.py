@@ -1,4 +1,5 @@
-"""What every vision stage shares: the sampled frames and how a stage reports itself.
+"""What every vision stage shares: the sampled frames, how a stage reports itself, and
+boxes (IoU, non-maximum suppression).
 
 The transcode decodes the source once and leaves ``frames/``: JPEGs (longest
 side 640 px) named by their time in ms and ``index.json`` =
@@ -105,3 +106,30 @@ def frame_durations(times: Sequence[float], max_gap_seconds: float = 0.0) -> lis
     typical = statistics.median(gaps) if gaps else 1.0
     cap = max_gap_seconds if max_gap_seconds > 0 else 1.5 * typical
     return [min(max(g, 0.0), cap) for g in gaps] + [min(typical, cap)]
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
+    """Indices kept by greedy non-maximum suppression, best score first."""
+    order = list(np.argsort(-scores))
+    keep: list[int] = []
+    while order:
+        i = order.pop(0)
+        keep.append(int(i))
+        if not order:
+            break
+        rest = np.asarray(order)
+        ious = box_iou(boxes[i], boxes[rest])
+        order = [int(j) for j, o in zip(rest, ious, strict=True) if o < iou]
+    return keep
+
+
+def box_iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """IoU of one ``x1,y1,x2,y2`` box with each row of ``others``."""
+    x1 = np.maximum(box[0], others[:, 0])
+    y1 = np.maximum(box[1], others[:, 1])
+    x2 = np.minimum(box[2], others[:, 2])
+    y2 = np.minimum(box[3], others[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    return np.asarray(inter / np.maximum(area + areas - inter, 1e-9))

@@ -26,6 +26,7 @@ from vidpipe.infra.catalog.connection import (
     ready_dsn,
     resolve_dsn,
     stop_embedded,
+    warm_up,
 )
 from vidpipe.infra.catalog.errors import (
     CatalogConfigError,
@@ -98,4 +99,5 @@ __all__ = [
     "redact",
     "resolve_dsn",
     "stop_embedded",
+    "warm_up",
 ]
