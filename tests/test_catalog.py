@@ -726,28 +726,6 @@ def test_unreachable_database_is_transient(tmp_path: Path) -> None:
     assert time.monotonic() - start < 5
 
 
-def test_a_failed_warm_up_leaves_its_error_to_the_run(tmp_path: Path) -> None:
-    """``warm_up`` (the CLI starts the catalog while Prefect starts) never raises on its
-    thread; the run's own open says what is wrong."""
-    warm = cat_mod.warm_up(closed_port_dsn(), tmp_path)
-    warm.join(timeout=30)
-    assert not warm.is_alive()
-    with pytest.raises(CatalogUnavailable, match="cannot reach"):
-        open_catalog(closed_port_dsn(), tmp_path)
-
-
-def test_a_warm_up_is_the_run_s_catalog(tmp_path: Path) -> None:
-    warm = cat_mod.warm_up(None, tmp_path)
-    try:
-        catalog = open_catalog(None, tmp_path)  # waits for the warm-up, starts nothing twice
-        warm.join(timeout=120)
-        assert catalog.list_videos(limit=1) == []
-        assert catalog.dsn == cat_mod.embedded_dsn(tmp_path)
-        assert (tmp_path / "pg" / "PG_VERSION").is_file()
-    finally:
-        cat_mod.stop_embedded(tmp_path)
-
-
 def test_bad_credentials_and_missing_database_are_permanent(
     external_pg: ExternalPostgres, tmp_path: Path
 ) -> None:

@@ -138,13 +138,11 @@ def process(
     try:
         from vidpipe.flows.process_video import build_settings, process_video
         from vidpipe.infra import progress
-        from vidpipe.infra.catalog import warm_up
 
         # Fail on bad flags and config before starting Prefect.
-        settings = build_settings(str(config) if config else None, out_, ladder, overrides)
+        build_settings(str(config) if config else None, out_, ladder, overrides)
         if not file.is_file():
             raise PermanentError(f"{file} does not exist or is not a file; check the path")
-        warm_up(settings.database_url, settings.data_dir)  # PostgreSQL starts while Prefect does
         with Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),

@@ -26,7 +26,6 @@ from vidpipe.infra.catalog.connection import (
     ready_dsn,
     resolve_dsn,
     stop_embedded,
-    warm_up,
 )
 from vidpipe.infra.catalog.errors import (
     CatalogConfigError,
@@ -99,5 +98,4 @@ __all__ = [
     "redact",
     "resolve_dsn",
     "stop_embedded",
-    "warm_up",
 ]

@@ -256,20 +256,3 @@ def ready_dsn(database_url: str | None, data_dir: Path) -> str:
             migrate(dsn)
             _MIGRATED.add(dsn)
     return dsn
-
-
-def warm_up(database_url: str | None, data_dir: Path) -> threading.Thread:
-    """Make the catalog ready (start the embedded server, migrate) on a thread of its own.
-
-    Called where a run starts, it overlaps PostgreSQL's start-up with Prefect's;
-    the run's own ``ready_dsn`` then waits for it, or finds it done. A failure here
-    is left for that call to raise, with its own message.
-    """
-
-    def run() -> None:
-        with suppress(Exception):
-            ready_dsn(database_url, data_dir)
-
-    thread = threading.Thread(target=run, name="catalog-warm-up", daemon=True)
-    thread.start()
-    return thread
