@@ -107,3 +107,23 @@ def make_clip(
         ]
     )  # fmt: skip
     return path
+
+
+SPEECH_TEXT = Path(__file__).resolve().parent / "speech.txt"
+
+
+def speech(dest: Path) -> Path:
+    """Three minutes of English that never repeats: espeak-ng reading ``speech.txt``.
+
+    Not ``jfk.wav`` looped: one 11 s sentence three times in every 30 s window
+    compresses so well that Whisper falls back through all six temperatures, which
+    measures its repetition guard, not transcription (bench/README.md).
+    """
+    if not dest.is_file():
+        try:
+            subprocess.run(["espeak-ng", "-v", "en-us", "-s", "160", "-w", str(dest),
+                            "-f", str(SPEECH_TEXT)], check=True, capture_output=True)  # fmt: skip
+        except FileNotFoundError:
+            raise SystemExit("this bench speaks with espeak-ng: apt-get install espeak-ng "
+                             "(make test installs it)") from None  # fmt: skip
+    return dest

@@ -26,13 +26,12 @@ import time
 from pathlib import Path
 
 import m3u8
-from common import make_clip
+from common import make_clip, speech
 
 from vidpipe.encoders import hls
 from vidpipe.flows.server import prefect_server
 
 REPO = Path(__file__).resolve().parent.parent
-JFK = REPO / "tests" / "data" / "jfk.wav"
 TARGET_60S_SECONDS, TARGET_RATIO = 10.0, 0.1
 ML_OFF = {f"VIDPIPE_{s}__ENABLED": "false" for s in ("DETECT", "SAFETY", "DEEPFAKE", "EMBED")}
 
@@ -91,11 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         Path(tmp) / "prefect"
     ) as api:  # fmt: skip
         root = Path(tmp)
+        voice = speech(root / "speech.wav")
         env["PREFECT_API_URL"] = api
         data = root / "data"
-        first_playable(make_clip(root / "warm.mp4", 1.0, speech=JFK), data, env)  # warm
+        first_playable(make_clip(root / "warm.mp4", 1.0, speech=voice), data, env)  # warm
         for seconds in args.seconds:
-            clip = make_clip(root / f"clip-{seconds:g}.mp4", seconds, speech=JFK)
+            clip = make_clip(root / f"clip-{seconds:g}.mp4", seconds, speech=voice)
             seen, total = first_playable(clip, data, env)
             rows.append((seconds, seen, total))
             print(

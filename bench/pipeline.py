@@ -6,10 +6,11 @@
 (b) the bare single-decode ladder command (``bench/ladder.py``'s (b)): one
     ffmpeg, ``split``, scale, x264, same binary, ladder and preset.
 
-The input is a 1080p30 clip with speech (``tests/data/jfk.wav`` looped under
-``testsrc2``). A Prefect server runs on loopback for the whole bench, as in a
-deployment; the data dir is warm (a first run on a 1-second clip starts the
-embedded PostgreSQL and unpacks the Whisper weights). Also measured:
+The input is a 1080p30 clip with speech (``testsrc2`` under espeak-ng reading
+``bench/speech.txt``, three minutes that never repeat). A Prefect server runs
+on loopback for the whole bench, as in a deployment; the data dir is warm (a
+first run on a 1-second clip starts the embedded PostgreSQL and unpacks the
+Whisper weights). Also measured:
 
 - start-up: the fixed cost of one ``vidpipe process`` (1-second clip, media
   only), against the run's total for the long clip;
@@ -37,7 +38,7 @@ import threading
 from pathlib import Path
 
 import psutil
-from common import Sample, bare_ffmpeg, busy_warning, make_clip, timed
+from common import Sample, bare_ffmpeg, busy_warning, make_clip, speech, timed
 from ladder import baselines
 
 from vidpipe.encoders.encode import transcode_job
@@ -49,7 +50,6 @@ from vidpipe.infra.ladders import load_ladder
 from vidpipe.infra.settings import load_settings
 
 REPO = Path(__file__).resolve().parent.parent
-JFK = REPO / "tests" / "data" / "jfk.wav"
 TARGET_WALL, TARGET_STARTUP_SECONDS, TARGET_RSS_MB = 1.3, 3.0, 2048
 MEDIA_ONLY = {
     f"VIDPIPE_{s}__ENABLED": "false"
@@ -113,9 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         Path(tmp) / "prefect"
     ) as api:  # fmt: skip
         root = Path(tmp)
+        voice = speech(root / "speech.wav")
         env["PREFECT_API_URL"] = api
         data = root / "data"
-        short = make_clip(root / "short.mp4", 1.0, speech=JFK)
+        short = make_clip(root / "short.mp4", 1.0, speech=voice)
         vidpipe_process(short, data, env)  # warm: PostgreSQL, weights, model caches on disk
         settings = load_settings(data_dir=str(data), encode={"preset": args.preset})
         samples: dict[str, list[Sample]] = {"a": [], "b": []}
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         peaks: list[int] = []
         for rnd in range(args.repeats):
             # New bytes each round, so no stage is a cache hit.
-            clip = make_clip(root / f"clip{rnd}.mp4", args.seconds + rnd * 0.04, speech=JFK)
+            clip = make_clip(root / f"clip{rnd}.mp4", args.seconds + rnd * 0.04, speech=voice)
             info = probe(clip, settings.limits)
             plan = plan_ladder(info, load_ladder("default"), settings.encode.fps_cap)
             job = transcode_job(clip, info, plan, settings, root / f"job{rnd}")
